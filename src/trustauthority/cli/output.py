@@ -1,0 +1,53 @@
+"""Shared CLI output: Rich for people, JSON for scripts, one-line errors with stable exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+from rich.console import Console
+
+from trustauthority.errors import EvidenceError, TrustAuthorityError
+
+#: exit codes every command uses
+EXIT_OK = 0
+EXIT_REJECTED = 1  # evidence (or a request) was checked and refused
+EXIT_USAGE = 2  # bad arguments, unreadable files
+EXIT_UNAVAILABLE = 3  # a backend (TPM, key server, service) cannot be reached
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+
+
+def fail(message: str, code: int = EXIT_USAGE, *, as_json: bool = False,
+         error_type: str = "usage_error") -> NoReturn:
+    """Print one line (or one JSON object) and exit with `code`."""
+    if as_json:
+        print_json({"ok": False, "error": {"type": error_type, "detail": message}})
+    else:
+        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise SystemExit(code)
+
+
+def fail_with(error: TrustAuthorityError, *, as_json: bool = False) -> NoReturn:
+    """Map one of our typed errors onto the CLI's exit codes."""
+    code = EXIT_REJECTED if isinstance(error, EvidenceError) else EXIT_USAGE
+    fail(str(error), code, as_json=as_json, error_type=error.error_type)
+
+
+def read_input_file(path: str, *, what: str, max_bytes: int = 64 * 1024 * 1024,
+                    as_json: bool = False) -> bytes:
+    """Read a user-named file, refusing what cannot be read or is absurdly large."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        fail(f"cannot read {what} {path!r}: {exc.strerror or exc}", as_json=as_json)
+    if len(data) > max_bytes:
+        fail(f"{what} {path!r} is larger than {max_bytes} bytes", as_json=as_json)
+    return data

@@ -1,0 +1,126 @@
+"""The one exception tree of Trust Authority.
+
+Every error the product raises on purpose is one of these; the CLI maps them to one-line
+messages and exit codes, and the API (later) maps them to HTTP in one place::
+
+    TrustAuthorityError
+    ├── EvidenceError                 untrusted evidence is malformed or fails a check (fail closed)
+    │   ├── MalformedEvidence         bytes that do not parse; carries the byte offset
+    │   │   ├── TpmFormatError        TPM 2.0 structures (TPMS_ATTEST, TPM2B_PUBLIC, ...)
+    │   │   └── EventLogFormatError   TCG PC Client firmware event logs
+    │   ├── QuoteError                a parsed quote that must not be believed
+    │   │   ├── BadMagic              not TPM_GENERATED_VALUE: not made by a TPM
+    │   │   ├── WrongAttestationType  not a quote (e.g. a certify structure replayed as a quote)
+    │   │   ├── AlgorithmNotAllowed   scheme/hash refused by the options (SHA-1 by default)
+    │   │   ├── SignatureInvalid      the AK did not sign these bytes
+    │   │   ├── NonceMismatch         extraData is not the nonce we issued (replay)
+    │   │   ├── PcrSelectionMismatch  the signed selection is not the selection of the values given
+    │   │   ├── PcrDigestMismatch     the values given are not the values the TPM quoted
+    │   │   └── ClockRegression       clock/reset/restart counters went backwards
+    │   └── EventLogMismatch          replaying the log does not give the quoted PCR values
+    ├── PolicyViolation               verified evidence that the policy does not accept
+    ├── ConfigError                   our own configuration is wrong
+    ├── BackendUnavailable            a TPM, key server or database cannot be reached
+    └── UsageError                    a caller (CLI user, API client) asked for something invalid
+
+Security decisions raise; nothing returns ``False`` for "not verified".
+"""
+
+from __future__ import annotations
+
+
+class TrustAuthorityError(Exception):
+    """Root of every error Trust Authority raises on purpose."""
+
+    #: stable machine-readable type, used by the CLI's --json output and the API
+    error_type: str = "trust_authority_error"
+
+
+class EvidenceError(TrustAuthorityError):
+    """Evidence from a host (quote, event log, certificate) is malformed or fails a check."""
+
+    error_type = "evidence_rejected"
+
+
+class MalformedEvidence(EvidenceError):
+    """Bytes that do not parse as the structure they claim to be."""
+
+    error_type = "malformed_evidence"
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        self.offset = offset
+        self.reason = message
+        where = f" at byte offset {offset}" if offset is not None else ""
+        super().__init__(f"{message}{where}")
+
+
+class TpmFormatError(MalformedEvidence):
+    """A TPM 2.0 wire structure is truncated, oversized or invalid."""
+
+    error_type = "malformed_tpm_structure"
+
+
+class EventLogFormatError(MalformedEvidence):
+    """A TCG firmware event log is truncated, oversized or invalid."""
+
+    error_type = "malformed_event_log"
+
+
+class QuoteError(EvidenceError):
+    """A well-formed quote that must not be believed."""
+
+    error_type = "quote_rejected"
+
+
+class BadMagic(QuoteError):
+    error_type = "quote_bad_magic"
+
+
+class WrongAttestationType(QuoteError):
+    error_type = "quote_wrong_type"
+
+
+class AlgorithmNotAllowed(QuoteError):
+    error_type = "algorithm_not_allowed"
+
+
+class SignatureInvalid(QuoteError):
+    error_type = "signature_invalid"
+
+
+class NonceMismatch(QuoteError):
+    error_type = "nonce_mismatch"
+
+
+class PcrSelectionMismatch(QuoteError):
+    error_type = "pcr_selection_mismatch"
+
+
+class PcrDigestMismatch(QuoteError):
+    error_type = "pcr_digest_mismatch"
+
+
+class ClockRegression(QuoteError):
+    error_type = "clock_regression"
+
+
+class EventLogMismatch(EvidenceError):
+    """Replaying the event log does not reproduce the quoted PCR values."""
+
+    error_type = "event_log_mismatch"
+
+
+class PolicyViolation(TrustAuthorityError):
+    error_type = "policy_violation"
+
+
+class ConfigError(TrustAuthorityError):
+    error_type = "config_error"
+
+
+class BackendUnavailable(TrustAuthorityError):
+    error_type = "backend_unavailable"
+
+
+class UsageError(TrustAuthorityError):
+    error_type = "usage_error"

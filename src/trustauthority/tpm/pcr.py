@@ -1,0 +1,90 @@
+"""TPML_PCR_SELECTION (TPM 2.0 Part 2 §10.6) and the quote's PCR digest (Part 3 §18.4)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from trustauthority.tpm.constants import HASH_IDS, HASH_NAMES, alg_name, digest
+from trustauthority.tpm.reader import Reader, u16, u32
+
+#: PCR indices a PC Client TPM has (Part 2 §10.6.1 allows larger maps; we refuse them)
+MAX_PCR = 23
+_MAX_BANKS = 16
+
+
+@dataclass(frozen=True)
+class PcrBankSelection:
+    """TPMS_PCR_SELECTION: one bank and the PCRs selected in it."""
+
+    hash_alg: int
+    pcrs: frozenset[int]
+
+    @property
+    def bank(self) -> str:
+        return HASH_NAMES.get(self.hash_alg, alg_name(self.hash_alg))
+
+
+@dataclass(frozen=True)
+class PcrSelection:
+    """TPML_PCR_SELECTION: banks in the order the TPM lists (and digests) them."""
+
+    banks: tuple[PcrBankSelection, ...]
+
+    @classmethod
+    def of(cls, selection: Mapping[str, Iterable[int]]) -> PcrSelection:
+        """Build from {"sha256": [0, 1, ...]}; banks keep the mapping's order."""
+        banks = []
+        for name, pcrs in selection.items():
+            if name not in HASH_IDS:
+                raise ValueError(f"unknown PCR bank {name!r}")
+            banks.append(PcrBankSelection(HASH_IDS[name], frozenset(pcrs)))
+        return cls(tuple(banks))
+
+    def as_dict(self) -> dict[str, frozenset[int]]:
+        """Bank name -> selected PCRs; empty banks dropped (they select nothing)."""
+        return {bank.bank: bank.pcrs for bank in self.banks if bank.pcrs}
+
+    def marshal(self) -> bytes:
+        out = [u32(len(self.banks))]
+        for bank in self.banks:
+            bitmap = bytearray(3)
+            for pcr in bank.pcrs:
+                bitmap[pcr // 8] |= 1 << (pcr % 8)
+            out.append(u16(bank.hash_alg) + bytes([len(bitmap)]) + bytes(bitmap))
+        return b"".join(out)
+
+
+def read_pcr_selection(reader: Reader) -> PcrSelection:
+    count = reader.u32("TPML_PCR_SELECTION.count")
+    if count > _MAX_BANKS:
+        raise reader.error(f"TPML_PCR_SELECTION.count {count} exceeds {_MAX_BANKS}", reader.pos - 4)
+    banks = []
+    for _ in range(count):
+        hash_alg = reader.u16("TPMS_PCR_SELECTION.hash")
+        size_start = reader.pos
+        size = reader.u8("TPMS_PCR_SELECTION.sizeofSelect")
+        bitmap = reader.raw(size, "TPMS_PCR_SELECTION.pcrSelect")
+        pcrs = set()
+        for byte_index, byte in enumerate(bitmap):
+            for bit in range(8):
+                if byte & (1 << bit):
+                    pcrs.add(byte_index * 8 + bit)
+        if pcrs and max(pcrs) > MAX_PCR:
+            raise reader.error(f"PCR {max(pcrs)} selected; at most {MAX_PCR} exist", size_start)
+        banks.append(PcrBankSelection(hash_alg, frozenset(pcrs)))
+    return PcrSelection(tuple(banks))
+
+
+def pcr_digest(hash_alg: int, selection: PcrSelection,
+               values: Mapping[str, Mapping[int, bytes]]) -> bytes:
+    """H(PCR values concatenated in selection order: banks as listed, PCRs ascending).
+
+    `hash_alg` is the signing scheme's hash (Part 3 §18.4.1), not necessarily the bank's.
+    Raises KeyError if a selected PCR has no value.
+    """
+    parts: list[bytes] = []
+    for bank in selection.banks:
+        bank_values = values[bank.bank]
+        parts.extend(bank_values[pcr] for pcr in sorted(bank.pcrs))
+    return digest(hash_alg, b"".join(parts))

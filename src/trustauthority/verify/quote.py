@@ -1,0 +1,261 @@
+"""Verify a TPM2_Quote against an AK, a nonce and the PCR values a host claims.
+
+`verify_quote` is the only way to obtain a `VerifiedQuote`. It performs, in this order, and
+raises a distinct `QuoteError` subclass at the first failure:
+
+1. parse TPMS_ATTEST and TPMT_SIGNATURE (untrusted bytes -> `TpmFormatError`);
+2. magic is TPM_GENERATED_VALUE (Part 2 §6.2) -> `BadMagic`;
+3. type is TPM_ST_ATTEST_QUOTE (Part 2 §6.9) -> `WrongAttestationType`;
+4. the signature scheme and hash are allowed by the options and fit the AK -> `AlgorithmNotAllowed`;
+5. the AK's signature over the attest bytes verifies -> `SignatureInvalid`;
+6. qualifiedSigner equals the AK's expected qualified name, when one is given -> `SignatureInvalid`;
+7. extraData equals the nonce we issued (constant time) -> `NonceMismatch`;
+8. the PCR selection the TPM signed equals the selection of the values supplied, bank by bank and
+   PCR by PCR -> `PcrSelectionMismatch` (values for PCR n must be the ones signed for PCR n);
+9. pcrDigest equals the digest of the supplied values (Part 3 §18.4) -> `PcrDigestMismatch`;
+10. with a previous quote's clock: resetCount/restartCount/clock never go back -> `ClockRegression`,
+    and a larger resetCount is reported as a reboot.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from trustauthority.errors import (
+    AlgorithmNotAllowed,
+    BadMagic,
+    ClockRegression,
+    NonceMismatch,
+    PcrDigestMismatch,
+    PcrSelectionMismatch,
+    SignatureInvalid,
+    WrongAttestationType,
+)
+from trustauthority.tpm.attest import ClockInfo, QuoteInfo, TpmsAttest, parse_attest
+from trustauthority.tpm.constants import (
+    DIGEST_SIZES,
+    HASH_IDS,
+    TPM_GENERATED_VALUE,
+    Alg,
+    St,
+    alg_name,
+)
+from trustauthority.tpm.pcr import PcrSelection, pcr_digest
+from trustauthority.tpm.public import TpmPublic
+from trustauthority.tpm.signature import EccSignature, RsaSignature, Signature, parse_signature
+
+_HASHES: dict[int, hashes.HashAlgorithm] = {
+    Alg.SHA1: hashes.SHA1(),  # noqa: S303 - only reached when QuoteOptions.allow_sha1 is set
+    Alg.SHA256: hashes.SHA256(),
+    Alg.SHA384: hashes.SHA384(),
+    Alg.SHA512: hashes.SHA512(),
+}
+_PKCS1 = padding.PKCS1v15()
+
+#: guards VerifiedQuote's constructor: only this module holds it
+_MINT = object()
+
+
+@dataclass(frozen=True)
+class QuoteOptions:
+    """What `verify_quote` accepts. Defaults are the secure choice; each says why."""
+
+    #: SHA-1 is collision-broken: refuse it for signatures and PCR banks unless a fleet of old
+    #: TPMs truly needs it.
+    allow_sha1: bool = False
+    #: signature schemes accepted from an AK; ECDAA/SM2/Schnorr are not verified here
+    allowed_schemes: frozenset[int] = frozenset({Alg.RSASSA, Alg.RSAPSS, Alg.ECDSA})
+    #: smallest RSA AK accepted
+    min_rsa_bits: int = 2048
+
+
+@dataclass(frozen=True)
+class VerifiedQuote:
+    """A quote whose every check passed. Only `verify_quote` can create one."""
+
+    attest: TpmsAttest
+    pcr_selection: PcrSelection
+    #: bank name -> PCR -> value, exactly the values the TPM signed (read-only)
+    pcr_values: Mapping[str, Mapping[int, bytes]]
+    clock_info: ClockInfo
+    #: True when resetCount grew since the previous quote; None without a previous quote
+    rebooted: bool | None
+    _mint: object = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self._mint is not _MINT:
+            raise TypeError("VerifiedQuote is created only by verify_quote()")
+
+    @property
+    def pcr_digest(self) -> bytes:
+        info = self.attest.attested
+        if not isinstance(info, QuoteInfo):  # unreachable: verify_quote checked the type
+            raise TypeError("not a quote")
+        return info.pcr_digest
+
+
+def verify_quote(
+    *,
+    ak: TpmPublic,
+    raw_attest: bytes,
+    raw_signature: bytes,
+    expected_nonce: bytes,
+    unverified_pcr_values: Mapping[str, Mapping[int, bytes]],
+    previous_clock: ClockInfo | None = None,
+    expected_qualified_signer: bytes | None = None,
+    options: QuoteOptions = QuoteOptions(),  # frozen, so sharing the default is safe
+) -> VerifiedQuote:
+    """Check a quote (see the module docstring for the steps) and return it verified."""
+    # 1. parse the untrusted bytes
+    attest = parse_attest(raw_attest)
+    signature = parse_signature(raw_signature)
+
+    # 2. made by a TPM
+    if attest.magic != TPM_GENERATED_VALUE:
+        raise BadMagic(f"magic is 0x{attest.magic:08x}, not TPM_GENERATED_VALUE")
+    # 3. a quote, not some other signed structure
+    if attest.type != St.ATTEST_QUOTE:
+        raise WrongAttestationType(f"attestation type is 0x{attest.type:04x}, not a quote")
+    info = attest.attested
+    if not isinstance(info, QuoteInfo):  # parse_attest guarantees it for ATTEST_QUOTE
+        raise WrongAttestationType("attested data is not TPMS_QUOTE_INFO")
+
+    # 4.-5. the AK signed exactly these bytes, with an allowed scheme
+    check_signature(ak, attest.raw, signature, options)
+
+    # 6. signed by the AK we expect inside the TPM we expect
+    if expected_qualified_signer is not None and not hmac.compare_digest(
+        attest.qualified_signer, expected_qualified_signer
+    ):
+        raise SignatureInvalid("qualifiedSigner is not the enrolled AK's qualified name")
+
+    # 7. fresh: the nonce we issued, compared in constant time
+    if not hmac.compare_digest(attest.extra_data, expected_nonce):
+        raise NonceMismatch("extraData does not equal the nonce issued for this attestation")
+
+    # 8. the selection the TPM signed is the selection of the values given
+    values = _check_selection(info.pcr_select, unverified_pcr_values, options)
+
+    # 9. the values given are the values the TPM quoted
+    expected_digest = pcr_digest(signature.hash_alg, info.pcr_select, values)
+    if not hmac.compare_digest(expected_digest, info.pcr_digest):
+        raise PcrDigestMismatch("the PCR values supplied are not the values the TPM quoted")
+
+    # 10. clock progression
+    rebooted = None if previous_clock is None else check_clock(previous_clock, attest.clock_info)
+
+    frozen_values = MappingProxyType(
+        {bank: MappingProxyType(dict(pcrs)) for bank, pcrs in values.items()})
+    return VerifiedQuote(attest, info.pcr_select, frozen_values, attest.clock_info, rebooted,
+                         _MINT)
+
+
+def check_signature(ak: TpmPublic, message: bytes, signature: Signature,
+                    options: QuoteOptions) -> None:
+    """Steps 4-5: the scheme is allowed and matches the AK; the signature verifies."""
+    if signature.sig_alg not in options.allowed_schemes:
+        raise AlgorithmNotAllowed(f"signature scheme {alg_name(signature.sig_alg)} is not allowed")
+    if signature.hash_alg == Alg.SHA1 and not options.allow_sha1:
+        raise AlgorithmNotAllowed("SHA-1 signatures are refused (allow_sha1 is off)")
+    hash_algorithm = _HASHES.get(signature.hash_alg)
+    if hash_algorithm is None:
+        raise AlgorithmNotAllowed(f"signature hash {alg_name(signature.hash_alg)} is not supported")
+    ak_scheme = ak.scheme
+    # A restricted AK fixes its scheme; a signature made otherwise cannot come from it.
+    if ak_scheme.scheme != Alg.NULL and (
+        ak_scheme.scheme != signature.sig_alg or ak_scheme.hash_alg != signature.hash_alg
+    ):
+        raise AlgorithmNotAllowed(
+            f"signature uses {alg_name(signature.sig_alg)}/{alg_name(signature.hash_alg)} but "
+            f"the AK is fixed to {alg_name(ak_scheme.scheme)}/{alg_name(ak_scheme.hash_alg)}")
+    public_key = ak.public_key
+    try:
+        if isinstance(signature, EccSignature):
+            if not isinstance(public_key, ec.EllipticCurvePublicKey):
+                raise AlgorithmNotAllowed("an ECDSA signature cannot come from a non-ECC AK")
+            der = encode_dss_signature(int.from_bytes(signature.r, "big"),
+                                       int.from_bytes(signature.s, "big"))
+            public_key.verify(der, message, ec.ECDSA(hash_algorithm))
+        elif isinstance(signature, RsaSignature):
+            if not isinstance(public_key, rsa.RSAPublicKey):
+                raise AlgorithmNotAllowed("an RSA signature cannot come from a non-RSA AK")
+            if public_key.key_size < options.min_rsa_bits:
+                raise AlgorithmNotAllowed(
+                    f"RSA AK of {public_key.key_size} bits is below {options.min_rsa_bits}")
+            pad: padding.AsymmetricPadding = _PKCS1
+            if signature.sig_alg == Alg.RSAPSS:
+                pad = padding.PSS(mgf=padding.MGF1(hash_algorithm), salt_length=padding.PSS.AUTO)
+            public_key.verify(signature.sig, message, pad, hash_algorithm)
+        else:
+            raise AlgorithmNotAllowed("HMAC signatures cannot attest to a verifier")
+    except InvalidSignature:
+        raise SignatureInvalid("the AK's signature over the attestation does not verify") from None
+
+
+def _check_selection(
+    signed: PcrSelection,
+    unverified: Mapping[str, Mapping[int, bytes]],
+    options: QuoteOptions,
+) -> dict[str, dict[int, bytes]]:
+    """Step 8: equal selections, sizes right; returns the supplied values as plain dicts."""
+    signed_banks = signed.as_dict()
+    if not signed_banks:
+        raise PcrSelectionMismatch("the quote selects no PCRs")
+    supplied_banks = {bank: frozenset(pcrs) for bank, pcrs in unverified.items() if pcrs}
+    for bank, pcrs in signed_banks.items():
+        if bank == "sha1" and not options.allow_sha1:
+            raise AlgorithmNotAllowed("a SHA-1 PCR bank is refused (allow_sha1 is off)")
+        if bank not in HASH_IDS:
+            raise PcrSelectionMismatch(f"the quote selects unsupported bank {bank}")
+        supplied = supplied_banks.get(bank, frozenset())
+        if supplied != pcrs:
+            raise PcrSelectionMismatch(
+                f"{bank}: the TPM signed PCRs {_fmt(pcrs)} but values were supplied for "
+                f"{_fmt(supplied)}")
+    extra = set(supplied_banks) - set(signed_banks)
+    if extra:
+        raise PcrSelectionMismatch(f"values supplied for banks the TPM did not quote: "
+                                   f"{', '.join(sorted(extra))}")
+    values: dict[str, dict[int, bytes]] = {}
+    for bank in signed_banks:
+        size = DIGEST_SIZES[HASH_IDS[bank]]
+        bank_values = {}
+        for pcr, value in unverified[bank].items():
+            if not isinstance(value, bytes) or len(value) != size:
+                raise PcrSelectionMismatch(f"{bank} PCR {pcr}: value must be {size} bytes")
+            bank_values[int(pcr)] = value
+        values[bank] = bank_values
+    return values
+
+
+def check_clock(previous: ClockInfo, current: ClockInfo) -> bool:
+    """Step 10: counters never go back; returns True when the host rebooted in between.
+
+    Part 1 §36.6: resetCount grows on every TPM Reset (reboot) and restartCount on every
+    Restart/Resume; clock is advanced in NV and only moves back if `safe` was lost.
+    """
+    if current.reset_count < previous.reset_count:
+        raise ClockRegression(
+            f"resetCount went back from {previous.reset_count} to {current.reset_count}")
+    if current.reset_count > previous.reset_count:
+        return True
+    if current.restart_count < previous.restart_count:
+        raise ClockRegression(
+            f"restartCount went back from {previous.restart_count} to {current.restart_count} "
+            "without a reboot")
+    if current.clock < previous.clock:
+        raise ClockRegression(
+            f"clock went back from {previous.clock} to {current.clock} without a reboot")
+    return False
+
+
+def _fmt(pcrs: frozenset[int]) -> str:
+    return "{" + ",".join(str(p) for p in sorted(pcrs)) + "}" if pcrs else "{}"
