@@ -17,7 +17,9 @@ messages and exit codes, and the API (later) maps them to HTTP in one place::
     │   │   ├── PcrSelectionMismatch  the signed selection is not the selection of the values given
     │   │   ├── PcrDigestMismatch     the values given are not the values the TPM quoted
     │   │   └── ClockRegression       clock/reset/restart counters went backwards
-    │   └── EventLogMismatch          replaying the log does not give the quoted PCR values
+    │   ├── EventLogMismatch          replaying the log does not give the quoted PCR values
+    │   ├── CertificateError          an EK certificate does not chain to a trusted TPM CA
+    │   └── KeyAttributesError        an AK is not a restricted, TPM-bound signing key
     ├── PolicyViolation               verified evidence that the policy does not accept
     ├── ConfigError                   our own configuration is wrong
     ├── BackendUnavailable            a TPM, key server or database cannot be reached
@@ -108,6 +110,18 @@ class EventLogMismatch(EvidenceError):
     """Replaying the event log does not reproduce the quoted PCR values."""
 
     error_type = "event_log_mismatch"
+
+
+class CertificateError(EvidenceError):
+    """An EK certificate is malformed, expired, or does not chain to a trusted TPM CA."""
+
+    error_type = "certificate_rejected"
+
+
+class KeyAttributesError(EvidenceError):
+    """A key's TPM attributes do not make it fit for its job (e.g. an AK that can decrypt)."""
+
+    error_type = "key_attributes_rejected"
 
 
 class PolicyViolation(TrustAuthorityError):

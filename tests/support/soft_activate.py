@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import hmac
 
+from cryptography.hazmat.decrepit.ciphers.modes import CFB
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from trustauthority.tpm import Credential, TpmPublic, kdfa, kdfe
 from trustauthority.tpm.constants import DIGEST_SIZES, hashlib_name
@@ -47,6 +48,6 @@ def soft_activate(ek_private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, ek
         raise ValueError("integrity check failed")
     parms_sym = ek.parms.symmetric  # type: ignore[union-attr]
     sym_key = kdfa(name_alg, seed, b"STORAGE\x00", object_name, b"", parms_sym.key_bits)
-    decryptor = Cipher(algorithms.AES(sym_key), modes.CFB(bytes(16))).decryptor()
+    decryptor = Cipher(algorithms.AES(sym_key), CFB(bytes(16))).decryptor()
     plain = decryptor.update(enc_identity) + decryptor.finalize()
     return Reader(plain, "plain").tpm2b("credential")

@@ -12,9 +12,10 @@ import hmac
 import os
 from dataclasses import dataclass
 
+from cryptography.hazmat.decrepit.ciphers.modes import CFB
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from trustauthority.errors import TpmFormatError
 from trustauthority.tpm.constants import DIGEST_SIZES, Alg, alg_name, hashlib_name
@@ -129,7 +130,7 @@ def make_credential(ek: TpmPublic, object_name: bytes, secret: bytes) -> Credent
 
     # 2.-3. encrypt the credential
     sym_key = kdfa(name_alg, seed, _STORAGE, object_name, b"", sym.key_bits)
-    encryptor = Cipher(algorithms.AES(sym_key), modes.CFB(bytes(16))).encryptor()
+    encryptor = Cipher(algorithms.AES(sym_key), CFB(bytes(16))).encryptor()
     enc_identity = encryptor.update(tpm2b(secret)) + encryptor.finalize()
 
     # 4.-5. integrity
