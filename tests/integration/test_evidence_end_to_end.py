@@ -91,7 +91,8 @@ def test_quote_and_log_from_swtpm_verify(swtpm_factory: SwtpmFactory, ak_kind: s
         nonce = os.urandom(32)
         quote = agent.quote(ak_info, nonce, PCRS)
     verified = verify_quote(ak=ak, raw_attest=quote.attest, raw_signature=quote.signature,
-                            expected_nonce=nonce, unverified_pcr_values={"sha256": quote.pcr_values},
+                            expected_nonce=nonce,
+                            unverified_pcr_values={"sha256": quote.pcr_values},
                             expected_qualified_signer=qualified)
     evidence = verify_evidence(verified, parse_event_log(raw_log))
     assert evidence.confirmed_pcrs == frozenset(PCRS)
@@ -136,7 +137,7 @@ def test_ek_certificate_chains_to_the_swtpm_ca(swtpm_factory: SwtpmFactory,
                                      intermediates=intermediates)) == 3
     with pytest.raises(errors.CertificateError, match="neither a trusted"):
         verify_ek_certificate(certificate, root_only, at=datetime.now(UTC))
-    with pytest.raises(errors.CertificateError, match="expired|not valid before"):
+    with pytest.raises(errors.CertificateError, match=r"expired|not valid before"):
         verify_ek_certificate(certificate, cas, at=datetime(1990, 1, 1, tzinfo=UTC))
 
 
@@ -247,7 +248,8 @@ def test_reboot_is_detected_and_pcrs_reset(swtpm_factory: SwtpmFactory) -> None:
         agent.pcr_extend(9, {"sha256": bytes(32), "sha1": bytes(20)})
         first = agent.quote(ak_info, b"1", (9,))
         before = verify_quote(ak=ak, raw_attest=first.attest, raw_signature=first.signature,
-                              expected_nonce=b"1", unverified_pcr_values={"sha256": first.pcr_values})
+                              expected_nonce=b"1",
+                              unverified_pcr_values={"sha256": first.pcr_values})
         tpm.reboot()
         second = agent.quote(ak_info, b"2", (9,))
     after = verify_quote(ak=ak, raw_attest=second.attest, raw_signature=second.signature,

@@ -86,7 +86,7 @@ class Text:
     encoding: str
 
     def describe(self) -> str:
-        return self.text.replace("\n", "\\n")
+        return self.text.replace("\n", "\\n") if self.text else "(empty string)"
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,8 @@ class VariableText:
 
 
 #: typed values of the variables we recognise
-VariableValue = SecureBootState | SignatureDatabase | EfiSignature | BootOrder | BootOption | VariableText
+VariableValue = (SecureBootState | SignatureDatabase | EfiSignature | BootOrder | BootOption
+                 | VariableText)
 
 
 @dataclass(frozen=True)

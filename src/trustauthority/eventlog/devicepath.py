@@ -208,12 +208,13 @@ def _text_node(segment: str) -> bytes:
     if name in ("Fv", "FvFile") and len(args) == 1:
         return _node(_MEDIA, 0x07 if name == "Fv" else 0x06, UUID(args[0]).bytes_le)
     if name == "HD" and len(args) == 5 and args[1] in ("GPT", "MBR"):
+        # MBRType and SignatureType are both 2 for GPT, both 1 for MBR (UEFI 2.10 §10.3.5.1).
         if args[1] == "GPT":
-            signature, mbr_type, signature_type = UUID(args[2]).bytes_le, 0x02, 0x02
+            signature, kind = UUID(args[2]).bytes_le, 0x02
         else:
-            signature, mbr_type, signature_type = struct.pack("<I", _int(args[2])) + bytes(12), 0x01, 0x01
+            signature, kind = struct.pack("<I", _int(args[2])) + bytes(12), 0x01
         body = struct.pack("<IQQ", _int(args[0]), _int(args[3]), _int(args[4]))
-        return _node(_MEDIA, 0x01, body + signature + bytes((mbr_type, signature_type)))
+        return _node(_MEDIA, 0x01, body + signature + bytes((kind, kind)))
     raise ValueError(f"unsupported device path node {segment!r}")
 
 

@@ -1,4 +1,9 @@
-"""The parsed log: frozen `EventLog` and `Event` records; event data decodes on first use."""
+"""The parsed log: a frozen `EventLog` of compact records, and the `Event` view of each.
+
+Parsing keeps each entry as a plain tuple (`EventRecord`) and replay reads those directly:
+building a frozen dataclass per entry would cost more than parsing and replaying it. `Event`
+objects, with their lazily decoded data, are made on first access to `EventLog.events`.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,9 @@ from trustauthority.eventlog.constants import BANKS, event_type_name
 from trustauthority.eventlog.data import EventData, SpecIdEvent
 from trustauthority.eventlog.decode import decode_event_data
 
+#: (offset, pcr, event_type, digests in `EventLog.digest_names` order (b"": absent), data)
+EventRecord = tuple[int, int, int, tuple[bytes, ...], bytes]
+
 
 class LogFormat(StrEnum):
     """The two layouts of a TCG PC Client event log."""
@@ -21,7 +29,7 @@ class LogFormat(StrEnum):
     CRYPTO_AGILE = "crypto-agile"
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True)
 class Event:
     """One log entry. `digests` are what was extended; `data` is only what the firmware says."""
 
@@ -32,19 +40,11 @@ class Event:
     pcr: int
     #: the raw type value; `EventType(event_type)` when it is a known one
     event_type: int
-    #: bank name ("sha256", or "alg_0x…" for algorithms only the header knows) -> digest
+    #: algorithm name ("sha256", or "alg_0x…" for one only the header knows) -> digest
     digests: Mapping[str, bytes] = field(hash=False)
     data: bytes
     #: UINTN width the Spec ID header declares, needed to decode image-load data
     uintn_size: int = field(default=8, repr=False, compare=False)
-
-    def __init__(self, index: int, offset: int, pcr: int, event_type: int,
-                 digests: Mapping[str, bytes], data: bytes, uintn_size: int = 8) -> None:
-        # A frozen dataclass's generated __init__ sets each field through object.__setattr__,
-        # which made building Event objects most of the parse time; one update of the instance
-        # dict stores the same fields and keeps the instance just as frozen afterwards.
-        self.__dict__.update(index=index, offset=offset, pcr=pcr, event_type=event_type,
-                             digests=digests, data=data, uintn_size=uintn_size)
 
     @property
     def type_name(self) -> str:
@@ -67,16 +67,35 @@ class EventLog:
     format: LogFormat
     #: the crypto-agile header (also `events[0].decoded`); None for SHA-1 logs
     spec_id: SpecIdEvent | None
-    events: tuple[Event, ...]
-    #: digest algorithms every extended event carries, in the header's order
+    #: the Spec ID entry itself (SHA-1 layout, never extended); None for SHA-1 logs
+    header: Event | None
+    #: the entries after the header, compact; `events` is the readable view
+    records: tuple[EventRecord, ...] = field(repr=False)
+    #: the algorithm of each position in a record's digests (the header's order)
+    digest_names: tuple[str, ...]
+    #: algorithms every extended event carries, in the header's order
     algorithms: tuple[str, ...]
     #: the locality a StartupLocality event reports (PFP §10.4.5.3), which sets PCR 0's start
     startup_locality: int | None = None
+    #: UINTN width from the Spec ID header (8 when there is none)
+    uintn_size: int = 8
 
     @property
     def banks(self) -> tuple[str, ...]:
         """The replayable banks of this log, in `BANKS` order."""
         return tuple(bank for bank in BANKS if bank in self.algorithms)
 
+    @cached_property
+    def events(self) -> tuple[Event, ...]:
+        """Every entry, the header included, as `Event`s (made on first access)."""
+        names = self.digest_names
+        first = 0 if self.header is None else 1
+        built = [] if self.header is None else [self.header]
+        for index, (offset, pcr, event_type, digests, data) in enumerate(self.records, first):
+            by_name = {name: digest for name, digest in zip(names, digests, strict=True)
+                       if digest}
+            built.append(Event(index, offset, pcr, event_type, by_name, data, self.uintn_size))
+        return tuple(built)
+
     def __len__(self) -> int:
-        return len(self.events)
+        return len(self.records) + (self.header is not None)

@@ -6,6 +6,7 @@ on it; event data is only sliced here and decoded later, on demand.
 
 from __future__ import annotations
 
+import struct
 from typing import Final
 
 from trustauthority.errors import EventLogFormatError
@@ -20,11 +21,12 @@ from trustauthority.eventlog.constants import (
 )
 from trustauthority.eventlog.data import SpecIdEvent
 from trustauthority.eventlog.decode import parse_spec_id
-from trustauthority.eventlog.model import Event, EventLog, LogFormat
+from trustauthority.eventlog.model import Event, EventLog, EventRecord, LogFormat
 from trustauthority.eventlog.reader import Reader
 
 _NO_ACTION: Final = int(EventType.EV_NO_ACTION)
 _SHA1_SIZE: Final = 20
+_SHA1_HEADER_SIZE: Final = 32  # pcrIndex, eventType, SHA-1 digest, eventDataSize
 
 
 class _State:
@@ -59,7 +61,7 @@ def _note_no_action(reader: Reader, at: int, pcr: int, data: bytes, state: _Stat
     state.startup_locality = data[16]
 
 
-def _sha1_event(reader: Reader, index: int, state: _State, uintn_size: int) -> Event:
+def _sha1_record(reader: Reader, state: _State) -> EventRecord:
     """TCG_PCClientPCREvent (PFP §10.2.1): PCR, type, one SHA-1 digest, sized data."""
     at = reader.pos
     pcr, event_type = reader.u32_pair("event header")
@@ -69,22 +71,42 @@ def _sha1_event(reader: Reader, index: int, state: _State, uintn_size: int) -> E
     data = reader.sized_u32(MAX_EVENT_DATA_SIZE, "event data")
     if event_type == _NO_ACTION:
         _note_no_action(reader, at, pcr, data, state)
-    return Event(index, at, pcr, event_type, {"sha1": digest}, data, uintn_size)
+    return at, pcr, event_type, (digest,), data
 
 
 def _parse_sha1_log(raw: bytes) -> EventLog:
     reader = Reader(raw)
     state = _State()
-    events: list[Event] = []
+    records: list[EventRecord] = []
     while not reader.at_end():
-        if len(events) >= MAX_EVENTS:
+        if len(records) >= MAX_EVENTS:
             raise reader.fail(f"more than {MAX_EVENTS} events")
-        events.append(_sha1_event(reader, len(events), state, 8))
-    return EventLog(LogFormat.SHA1, None, tuple(events), ("sha1",), state.startup_locality)
+        records.append(_sha1_record(reader, state))
+    return EventLog(LogFormat.SHA1, None, None, tuple(records), ("sha1",), ("sha1",),
+                    state.startup_locality)
 
 
-def _parse_crypto_agile_log(raw: bytes, reader: Reader, header: Event,
-                            spec_id: SpecIdEvent) -> EventLog:
+def _general_event2(reader: Reader, positions: dict[int, int], sizes: dict[int, int],
+                    names: dict[int, str]) -> tuple[int, int, int, tuple[bytes, ...], bytes]:
+    """One TCG_PCR_EVENT2 read field by field: any digest order or subset, and exact errors."""
+    at = reader.pos
+    expected = len(sizes)
+    pcr, event_type, count = reader.u32_triple("event header")
+    if not 0 < count <= expected:
+        raise reader.fail(f"digest count {count} where the Spec ID header declares "
+                          f"{expected} algorithms", at + 8)
+    digests: list[bytes] = [b""] * expected  # b"": not carried by this event
+    for _ in range(count):
+        alg_at = reader.pos
+        alg_id, digest = reader.u16_and_take(sizes, "digest algorithm", "digest")
+        if digests[positions[alg_id]]:
+            raise reader.fail(f"second {names[alg_id]} digest in one event", alg_at)
+        digests[positions[alg_id]] = digest
+    data = reader.sized_u32(MAX_EVENT_DATA_SIZE, "event data")
+    return pcr, event_type, count, tuple(digests), data
+
+
+def _parse_crypto_agile_log(reader: Reader, header: Event, spec_id: SpecIdEvent) -> EventLog:
     """TCG_PCR_EVENT2 entries (PFP §10.2.2) after the Spec ID event.
 
     Each digest must use an algorithm the header declares, at the header's size, at most once
@@ -92,45 +114,50 @@ def _parse_crypto_agile_log(raw: bytes, reader: Reader, header: Event,
     fixtures among them) declare more than they carry, so a bank is replayable only when every
     extended event carries it; `EventLog.algorithms` lists those.
     """
-    sizes = {alg.algorithm_id: alg.digest_size for alg in spec_id.algorithms}
-    names = {alg.algorithm_id: alg.name for alg in spec_id.algorithms}
-    expected = len(sizes)
-    uintn_size = spec_id.uintn_size
-    declared = tuple(alg.name for alg in spec_id.algorithms)
-    carried = set(declared)
+    algorithms = spec_id.algorithms
+    sizes = {alg.algorithm_id: alg.digest_size for alg in algorithms}
+    names = {alg.algorithm_id: alg.name for alg in algorithms}
+    positions = {alg.algorithm_id: position for position, alg in enumerate(algorithms)}
+    expected = len(algorithms)
+    declared_ids = tuple(alg.algorithm_id for alg in algorithms)
+    # Nearly every event carries all declared digests in the header's order: then the event
+    # header, the digests and the data size unpack in one step. Anything else, including
+    # every malformed event, takes the general path, which names what is wrong.
+    usual = struct.Struct("<III" + "".join(f"H{alg.digest_size}s" for alg in algorithms) + "I")
+    usual_size = usual.size
+    carried = set(range(expected))
     state = _State()
-    events: list[Event] = [header]
-    index = 1
-    # The hot loop: a few bounds-checked reads and one Event per entry, nothing decoded.
+    records: list[EventRecord] = []
     while not reader.at_end():
-        if index >= MAX_EVENTS:
+        if len(records) >= MAX_EVENTS:
             raise reader.fail(f"more than {MAX_EVENTS} events")
         at = reader.pos
-        pcr, event_type, count = reader.u32_triple("event header")
-        if event_type != _NO_ACTION:
-            _check_pcr(reader, at, pcr, state)
-        if not 0 < count <= expected:
-            raise reader.fail(f"digest count {count} where the Spec ID header declares "
-                              f"{expected} algorithms", at + 8)
-        digests: dict[str, bytes] = {}
-        for _ in range(count):
-            alg_id, digest = reader.u16_and_take(sizes, "digest algorithm")
-            name = names[alg_id]
-            if name in digests:
-                raise reader.fail(f"second {name} digest in one event", reader.pos - len(digest) - 2)
-            digests[name] = digest
-        data = reader.sized_u32(MAX_EVENT_DATA_SIZE, "event data")
+        fields = reader.peek(usual)
+        if fields is not None and fields[2] == expected and fields[3:-1:2] == declared_ids:
+            pcr, event_type, size = fields[0], fields[1], fields[-1]
+            digests = fields[4:-1:2]
+            reader.skip(usual_size, "event header")
+            if size > MAX_EVENT_DATA_SIZE:
+                raise reader.fail(f"event data size {size} exceeds the "
+                                  f"{MAX_EVENT_DATA_SIZE}-byte limit", at + usual_size - 4)
+            data = reader.take(size, "event data")
+        else:
+            pcr, event_type, count, digests, data = _general_event2(reader, positions, sizes,
+                                                                    names)
+            if count != expected and event_type != _NO_ACTION:
+                carried.intersection_update(i for i, digest in enumerate(digests) if digest)
+                if not carried:
+                    raise reader.fail("no digest algorithm is common to all extended events", at)
         if event_type == _NO_ACTION:
             _note_no_action(reader, at, pcr, data, state)
-        elif count != expected:
-            carried.intersection_update(digests)
-            if not carried:
-                raise reader.fail("no digest algorithm is common to all extended events", at)
-        events.append(Event(index, at, pcr, event_type, digests, data, uintn_size))
-        index += 1
-    algorithms = tuple(name for name in declared if name in carried)
-    return EventLog(LogFormat.CRYPTO_AGILE, spec_id, tuple(events), algorithms,
-                    state.startup_locality)
+        elif pcr >= PCR_COUNT or pcr == 0:
+            _check_pcr(reader, at, pcr, state)
+        records.append((at, pcr, event_type, digests, data))
+    digest_names = tuple(alg.name for alg in algorithms)
+    return EventLog(
+        LogFormat.CRYPTO_AGILE, spec_id, header, tuple(records), digest_names,
+        tuple(name for position, name in enumerate(digest_names) if position in carried),
+        state.startup_locality, spec_id.uintn_size)
 
 
 def parse_event_log(raw: bytes | bytearray | memoryview) -> EventLog:
@@ -142,19 +169,18 @@ def parse_event_log(raw: bytes | bytearray | memoryview) -> EventLog:
     Raises EventLogFormatError (with the byte offset) for any structural damage.
     """
     if not isinstance(raw, bytes):
-        raw = bytes(raw)  # the events keep slices, which must not change under them
+        raw = bytes(raw)  # the records keep slices, which must not change under them
     if not raw:
         raise EventLogFormatError("empty event log", 0)
     if len(raw) > MAX_LOG_SIZE:
         raise EventLogFormatError(f"event log is larger than {MAX_LOG_SIZE} bytes", MAX_LOG_SIZE)
     reader = Reader(raw)
-    first = _sha1_event(reader, 0, _State(), 8)
-    if first.event_type != _NO_ACTION or first.data[:16] != SPEC_ID_EVENT03:
+    offset, pcr, event_type, (sha1_digest,), data = _sha1_record(reader, _State())
+    if event_type != _NO_ACTION or data[:16] != SPEC_ID_EVENT03:
         return _parse_sha1_log(raw)
-    spec_reader = Reader(first.data, base=first.offset + 32)
+    spec_reader = Reader(data, base=_SHA1_HEADER_SIZE)
     spec_id = parse_spec_id(spec_reader)
     if not spec_reader.at_end():
         raise spec_reader.fail(f"{spec_reader.remaining} bytes after the Spec ID event")
-    header = Event(0, 0, first.pcr, first.event_type, first.digests, first.data,
-                   spec_id.uintn_size)
-    return _parse_crypto_agile_log(raw, reader, header, spec_id)
+    header = Event(0, offset, pcr, event_type, {"sha1": sha1_digest}, data, spec_id.uintn_size)
+    return _parse_crypto_agile_log(reader, header, spec_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 from uuid import UUID
 
 from trustauthority.errors import EventLogFormatError
@@ -29,7 +29,8 @@ class Reader:
 
     __slots__ = ("_base", "_end", "_raw", "pos")
 
-    def __init__(self, raw: bytes, start: int = 0, end: int | None = None, *, base: int = 0) -> None:
+    def __init__(self, raw: bytes, start: int = 0, end: int | None = None, *,
+                 base: int = 0) -> None:
         self._raw = raw
         self.pos = start
         self._end = len(raw) if end is None else end
@@ -113,22 +114,34 @@ class Reader:
         self.pos = pos + size
         return self._raw[pos : pos + size]
 
-    def u16_and_take(self, sizes: Mapping[int, int], what: str) -> tuple[int, bytes]:
+    def peek(self, layout: struct.Struct) -> tuple[Any, ...] | None:
+        """`layout` unpacked at the cursor without moving it; None if too few bytes are left."""
+        if self._end - self.pos < layout.size:
+            return None
+        return layout.unpack_from(self._raw, self.pos)
+
+    def skip(self, size: int, what: str) -> None:
+        if self._end - self.pos < size:
+            self.need(size, what)
+        self.pos += size
+
+    def u16_and_take(self, sizes: Mapping[int, int], tag_what: str,
+                     value_what: str) -> tuple[int, bytes]:
         """A UINT16 tag, then as many bytes as `sizes` gives for that tag (TPMT_HA-like).
 
-        Raises if the tag is not in `sizes` (the caller names what the table is).
+        Raises if the tag is not in `sizes`.
         """
         pos = self.pos
         if self._end - pos < 2:
-            self.need(2, what)
+            self.need(2, tag_what)
         tag = int(_U16.unpack_from(self._raw, pos)[0])
         size = sizes.get(tag)
         if size is None:
-            raise self.fail(f"{what} 0x{tag:04x} is not declared in the Spec ID header", pos)
+            raise self.fail(f"{tag_what} 0x{tag:04x} is not one the log declares", pos)
         pos += 2
         if self._end - pos < size:
             self.pos = pos
-            self.need(size, what)
+            self.need(size, value_what)
         self.pos = pos + size
         return tag, self._raw[pos : pos + size]
 

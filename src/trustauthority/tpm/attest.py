@@ -5,10 +5,17 @@ Parsing only: whether to believe it is `trustauthority.verify`'s job.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
+from typing import TypeVar
 
 from trustauthority.tpm.constants import St
-from trustauthority.tpm.pcr import PcrSelection, read_pcr_selection
+from trustauthority.tpm.pcr import (
+    PcrBankSelection,
+    PcrSelection,
+    pcrs_of_bitmap,
+    read_pcr_selection,
+)
 from trustauthority.tpm.reader import Reader
 
 #: attestation structures are small; a TPM2B_ATTEST holds at most ~1 KiB on real TPMs
@@ -60,8 +67,96 @@ class TpmsAttest:
     raw: bytes  # exactly the signed bytes
 
 
+_HEAD = struct.Struct(">IHH")  # magic, type, qualifiedSigner.size
+_SIZE = struct.Struct(">H")
+_CLOCK = struct.Struct(">QIIBQ")  # clockInfo (clock, resetCount, restartCount, safe), firmware
+_BANK = struct.Struct(">HB")  # TPMS_PCR_SELECTION.hash, sizeofSelect
+_ATTEST_QUOTE = int(St.ATTEST_QUOTE)  # an int: Enum member access is slow in a hot path
+_MAX_NAME = 2 + 64
+_MAX_DATA = 64
+
+
 def parse_attest(data: bytes) -> TpmsAttest:
-    """Parse a marshalled TPMS_ATTEST (the contents of a TPM2B_ATTEST)."""
+    """Parse a marshalled TPMS_ATTEST (the contents of a TPM2B_ATTEST).
+
+    Quotes take a fast path (one pass with struct, no per-field calls) since a verifier parses
+    thousands per second; anything it does not accept goes through the careful reader, which
+    names the field and byte offset of the damage.
+    """
+    try:
+        fast = _parse_quote_fast(data)
+    except (struct.error, ValueError):
+        fast = None
+    return fast if fast is not None else _parse_careful(data)
+
+
+def _parse_quote_fast(data: bytes) -> TpmsAttest | None:
+    """A well-formed quote, or None to let the careful parser find the problem."""
+    end = len(data)
+    if end > MAX_ATTEST_SIZE:
+        return None
+    magic, attest_type, signer_size = _HEAD.unpack_from(data, 0)
+    if attest_type != _ATTEST_QUOTE or signer_size > _MAX_NAME:
+        return None
+    pos = 8 + signer_size
+    signer = data[8:pos]
+    (extra_size,) = _SIZE.unpack_from(data, pos)
+    if extra_size > _MAX_DATA:
+        return None
+    pos += 2
+    extra = data[pos : pos + extra_size]
+    pos += extra_size
+    clock, reset_count, restart_count, safe, firmware = _CLOCK.unpack_from(data, pos)
+    if safe > 1:
+        return None
+    pos += 25
+    (count,) = struct.unpack_from(">I", data, pos)
+    if count > 16:
+        return None
+    pos += 4
+    banks = []
+    for _ in range(count):
+        hash_alg, select_size = _BANK.unpack_from(data, pos)
+        pos += 3
+        bitmap = data[pos : pos + select_size]
+        pos += select_size
+        pcrs = pcrs_of_bitmap(bitmap)
+        if pcrs is None:
+            return None
+        banks.append(_new(PcrBankSelection, {"hash_alg": hash_alg, "pcrs": pcrs}))
+    (digest_size,) = _SIZE.unpack_from(data, pos)
+    if digest_size > 64:
+        return None
+    pos += 2
+    pcr_digest = data[pos : pos + digest_size]
+    if pos + digest_size != end or len(signer) != signer_size or len(extra) != extra_size:
+        return None
+    clock_info = _new(ClockInfo, {"clock": clock, "reset_count": reset_count,
+                                  "restart_count": restart_count, "safe": safe == 1})
+    selection = _new(PcrSelection, {"banks": tuple(banks)})
+    quote_info = _new(QuoteInfo, {"pcr_select": selection, "pcr_digest": pcr_digest})
+    return _new(TpmsAttest, {
+        "magic": magic, "type": attest_type, "qualified_signer": signer, "extra_data": extra,
+        "clock_info": clock_info, "firmware_version": firmware, "attested": quote_info,
+        "raw": data})
+
+
+_T = TypeVar("_T")
+
+
+def _new(cls: type[_T], fields: dict[str, object]) -> _T:
+    """Build a frozen dataclass without its generated __init__.
+
+    A frozen __init__ sets each field through object.__setattr__ (≈1.3 µs for 8 fields); a
+    verifier builds five of these per quote, so the fast path fills __dict__ directly. Only for
+    classes without __post_init__ or slots, with every field given.
+    """
+    instance = object.__new__(cls)
+    instance.__dict__.update(fields)
+    return instance
+
+
+def _parse_careful(data: bytes) -> TpmsAttest:
     if len(data) > MAX_ATTEST_SIZE:
         raise Reader(data, "TPMS_ATTEST").error(
             f"{len(data)} bytes exceed the maximum {MAX_ATTEST_SIZE}", 0)

@@ -22,7 +22,8 @@ class PcrBankSelection:
 
     @property
     def bank(self) -> str:
-        return HASH_NAMES.get(self.hash_alg, alg_name(self.hash_alg))
+        name = HASH_NAMES.get(self.hash_alg)
+        return name if name is not None else alg_name(self.hash_alg)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,18 @@ class PcrSelection:
         return b"".join(out)
 
 
+#: byte value -> the bit positions set in it, so a bitmap decodes without a per-bit loop
+_BITS = tuple(tuple(bit for bit in range(8) if value & (1 << bit)) for value in range(256))
+
+
+def pcrs_of_bitmap(bitmap: bytes) -> frozenset[int] | None:
+    """The PCRs a pcrSelect bitmap selects; None if it selects one that cannot exist."""
+    pcrs = [index * 8 + bit for index, byte in enumerate(bitmap) if byte for bit in _BITS[byte]]
+    if pcrs and pcrs[-1] > MAX_PCR:
+        return None
+    return frozenset(pcrs)
+
+
 def read_pcr_selection(reader: Reader) -> PcrSelection:
     count = reader.u32("TPML_PCR_SELECTION.count")
     if count > _MAX_BANKS:
@@ -65,14 +78,10 @@ def read_pcr_selection(reader: Reader) -> PcrSelection:
         size_start = reader.pos
         size = reader.u8("TPMS_PCR_SELECTION.sizeofSelect")
         bitmap = reader.raw(size, "TPMS_PCR_SELECTION.pcrSelect")
-        pcrs = set()
-        for byte_index, byte in enumerate(bitmap):
-            for bit in range(8):
-                if byte & (1 << bit):
-                    pcrs.add(byte_index * 8 + bit)
-        if pcrs and max(pcrs) > MAX_PCR:
-            raise reader.error(f"PCR {max(pcrs)} selected; at most {MAX_PCR} exist", size_start)
-        banks.append(PcrBankSelection(hash_alg, frozenset(pcrs)))
+        pcrs = pcrs_of_bitmap(bitmap)
+        if pcrs is None:
+            raise reader.error(f"a PCR above {MAX_PCR} is selected", size_start)
+        banks.append(PcrBankSelection(hash_alg, pcrs))
     return PcrSelection(tuple(banks))
 
 
@@ -83,8 +92,6 @@ def pcr_digest(hash_alg: int, selection: PcrSelection,
     `hash_alg` is the signing scheme's hash (Part 3 §18.4.1), not necessarily the bank's.
     Raises KeyError if a selected PCR has no value.
     """
-    parts: list[bytes] = []
-    for bank in selection.banks:
-        bank_values = values[bank.bank]
-        parts.extend(bank_values[pcr] for pcr in sorted(bank.pcrs))
-    return digest(hash_alg, b"".join(parts))
+    data = b"".join([values[bank.bank][pcr] for bank in selection.banks
+                     for pcr in sorted(bank.pcrs)])
+    return digest(hash_alg, data)

@@ -124,7 +124,7 @@ class TpmPublic:
         """The marshalled TPM2B_PUBLIC."""
         return tpm2b(self.raw)
 
-    @property
+    @cached_property
     def scheme(self) -> Scheme:
         if isinstance(self.parms, RsaParms | EccParms):
             return self.parms.scheme

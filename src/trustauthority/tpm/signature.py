@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from trustauthority.tpm.constants import Alg, alg_name
@@ -42,8 +43,29 @@ class HmacSignature:
 Signature = RsaSignature | EccSignature | HmacSignature
 
 
+_HEAD = struct.Struct(">HHH")  # sigAlg, hash, first TPM2B size
+_RSA_FAST = frozenset({int(Alg.RSASSA), int(Alg.RSAPSS)})  # ints: Enum access is slow
+_ECDSA = int(Alg.ECDSA)
+
+
 def parse_signature(data: bytes) -> Signature:
-    """Parse a marshalled TPMT_SIGNATURE that must fill `data` exactly."""
+    """Parse a marshalled TPMT_SIGNATURE that must fill `data` exactly.
+
+    RSA and ECDSA signatures take a struct fast path; anything else, or anything malformed,
+    goes through the careful reader that names the offset of the damage.
+    """
+    if len(data) >= 6:
+        sig_alg, hash_alg, size = _HEAD.unpack_from(data, 0)
+        if sig_alg in _RSA_FAST and size <= 512 and len(data) == 6 + size:
+            return RsaSignature(sig_alg, hash_alg, data[6:])
+        if sig_alg == _ECDSA and size <= 128 and len(data) >= 8 + size:
+            (s_size,) = struct.unpack_from(">H", data, 6 + size)
+            if s_size <= 128 and len(data) == 8 + size + s_size:
+                return EccSignature(sig_alg, hash_alg, data[6 : 6 + size], data[8 + size :])
+    return _parse_careful(data)
+
+
+def _parse_careful(data: bytes) -> Signature:
     reader = Reader(data, "TPMT_SIGNATURE")
     sig_alg = reader.u16("sigAlg")
     result: Signature

@@ -23,6 +23,7 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -53,12 +54,24 @@ from trustauthority.tpm.public import TpmPublic
 from trustauthority.tpm.signature import EccSignature, RsaSignature, Signature, parse_signature
 
 _HASHES: dict[int, hashes.HashAlgorithm] = {
-    Alg.SHA1: hashes.SHA1(),  # noqa: S303 - only reached when QuoteOptions.allow_sha1 is set
+    int(Alg.SHA1): hashes.SHA1(),  # noqa: S303 - only reached when QuoteOptions.allow_sha1 is set
     Alg.SHA256: hashes.SHA256(),
     Alg.SHA384: hashes.SHA384(),
     Alg.SHA512: hashes.SHA512(),
 }
 _PKCS1 = padding.PKCS1v15()
+# algorithm objects built once: creating them per call costs as much as parsing the quote
+_ECDSA = {alg: ec.ECDSA(hash_algorithm) for alg, hash_algorithm in _HASHES.items()}
+_PSS = {alg: padding.PSS(mgf=padding.MGF1(hash_algorithm), salt_length=padding.PSS.AUTO)
+        for alg, hash_algorithm in _HASHES.items()}
+
+# Plain ints for the hot path: reading an Enum member costs a descriptor call per access.
+_ATTEST_QUOTE = int(St.ATTEST_QUOTE)
+_SHA1 = int(Alg.SHA1)
+_NULL = int(Alg.NULL)
+_ECC = int(Alg.ECC)
+_RSA = int(Alg.RSA)
+_RSAPSS = int(Alg.RSAPSS)
 
 #: guards VerifiedQuote's constructor: only this module holds it
 _MINT = object()
@@ -72,7 +85,7 @@ class QuoteOptions:
     #: TPMs truly needs it.
     allow_sha1: bool = False
     #: signature schemes accepted from an AK; ECDAA/SM2/Schnorr are not verified here
-    allowed_schemes: frozenset[int] = frozenset({Alg.RSASSA, Alg.RSAPSS, Alg.ECDSA})
+    allowed_schemes: frozenset[int] = frozenset({int(Alg.RSASSA), int(Alg.RSAPSS), int(Alg.ECDSA)})
     #: smallest RSA AK accepted
     min_rsa_bits: int = 2048
 
@@ -122,7 +135,7 @@ def verify_quote(
     if attest.magic != TPM_GENERATED_VALUE:
         raise BadMagic(f"magic is 0x{attest.magic:08x}, not TPM_GENERATED_VALUE")
     # 3. a quote, not some other signed structure
-    if attest.type != St.ATTEST_QUOTE:
+    if attest.type != _ATTEST_QUOTE:
         raise WrongAttestationType(f"attestation type is 0x{attest.type:04x}, not a quote")
     info = attest.attested
     if not isinstance(info, QuoteInfo):  # parse_attest guarantees it for ATTEST_QUOTE
@@ -163,14 +176,14 @@ def check_signature(ak: TpmPublic, message: bytes, signature: Signature,
     """Steps 4-5: the scheme is allowed and matches the AK; the signature verifies."""
     if signature.sig_alg not in options.allowed_schemes:
         raise AlgorithmNotAllowed(f"signature scheme {alg_name(signature.sig_alg)} is not allowed")
-    if signature.hash_alg == Alg.SHA1 and not options.allow_sha1:
+    if signature.hash_alg == _SHA1 and not options.allow_sha1:
         raise AlgorithmNotAllowed("SHA-1 signatures are refused (allow_sha1 is off)")
     hash_algorithm = _HASHES.get(signature.hash_alg)
     if hash_algorithm is None:
         raise AlgorithmNotAllowed(f"signature hash {alg_name(signature.hash_alg)} is not supported")
     ak_scheme = ak.scheme
     # A restricted AK fixes its scheme; a signature made otherwise cannot come from it.
-    if ak_scheme.scheme != Alg.NULL and (
+    if ak_scheme.scheme != _NULL and (
         ak_scheme.scheme != signature.sig_alg or ak_scheme.hash_alg != signature.hash_alg
     ):
         raise AlgorithmNotAllowed(
@@ -178,22 +191,24 @@ def check_signature(ak: TpmPublic, message: bytes, signature: Signature,
             f"the AK is fixed to {alg_name(ak_scheme.scheme)}/{alg_name(ak_scheme.hash_alg)}")
     public_key = ak.public_key
     try:
-        if isinstance(signature, EccSignature):
-            if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        # the object type decides the key class; comparing ints avoids slow ABC isinstance checks
+        if type(signature) is EccSignature:
+            if ak.type != _ECC:
                 raise AlgorithmNotAllowed("an ECDSA signature cannot come from a non-ECC AK")
             der = encode_dss_signature(int.from_bytes(signature.r, "big"),
                                        int.from_bytes(signature.s, "big"))
-            public_key.verify(der, message, ec.ECDSA(hash_algorithm))
-        elif isinstance(signature, RsaSignature):
-            if not isinstance(public_key, rsa.RSAPublicKey):
+            cast(ec.EllipticCurvePublicKey, public_key).verify(
+                der, message, _ECDSA[signature.hash_alg])
+        elif type(signature) is RsaSignature:
+            if ak.type != _RSA:
                 raise AlgorithmNotAllowed("an RSA signature cannot come from a non-RSA AK")
-            if public_key.key_size < options.min_rsa_bits:
+            rsa_key = cast(rsa.RSAPublicKey, public_key)
+            key_bits = rsa_key.key_size
+            if key_bits < options.min_rsa_bits:
                 raise AlgorithmNotAllowed(
-                    f"RSA AK of {public_key.key_size} bits is below {options.min_rsa_bits}")
-            pad: padding.AsymmetricPadding = _PKCS1
-            if signature.sig_alg == Alg.RSAPSS:
-                pad = padding.PSS(mgf=padding.MGF1(hash_algorithm), salt_length=padding.PSS.AUTO)
-            public_key.verify(signature.sig, message, pad, hash_algorithm)
+                    f"RSA AK of {key_bits} bits is below {options.min_rsa_bits}")
+            pad = _PSS[signature.hash_alg] if signature.sig_alg == _RSAPSS else _PKCS1
+            rsa_key.verify(signature.sig, message, pad, hash_algorithm)
         else:
             raise AlgorithmNotAllowed("HMAC signatures cannot attest to a verifier")
     except InvalidSignature:
@@ -205,34 +220,34 @@ def _check_selection(
     unverified: Mapping[str, Mapping[int, bytes]],
     options: QuoteOptions,
 ) -> dict[str, dict[int, bytes]]:
-    """Step 8: equal selections, sizes right; returns the supplied values as plain dicts."""
-    signed_banks = signed.as_dict()
-    if not signed_banks:
-        raise PcrSelectionMismatch("the quote selects no PCRs")
-    supplied_banks = {bank: frozenset(pcrs) for bank, pcrs in unverified.items() if pcrs}
-    for bank, pcrs in signed_banks.items():
+    """Step 8: equal selections, sizes right; returns a copy of the supplied values."""
+    values: dict[str, dict[int, bytes]] = {}
+    for selection in signed.banks:
+        if not selection.pcrs:
+            continue
+        bank = selection.bank
         if bank == "sha1" and not options.allow_sha1:
             raise AlgorithmNotAllowed("a SHA-1 PCR bank is refused (allow_sha1 is off)")
-        if bank not in HASH_IDS:
+        size = DIGEST_SIZES.get(selection.hash_alg)
+        if size is None or bank not in HASH_IDS:
             raise PcrSelectionMismatch(f"the quote selects unsupported bank {bank}")
-        supplied = supplied_banks.get(bank, frozenset())
-        if supplied != pcrs:
+        supplied = unverified.get(bank)
+        if supplied is None or supplied.keys() != selection.pcrs:
+            offered = frozenset(supplied.keys()) if supplied else frozenset()
             raise PcrSelectionMismatch(
-                f"{bank}: the TPM signed PCRs {_fmt(pcrs)} but values were supplied for "
-                f"{_fmt(supplied)}")
-    extra = set(supplied_banks) - set(signed_banks)
+                f"{bank}: the TPM signed PCRs {_fmt(selection.pcrs)} but values were supplied "
+                f"for {_fmt(offered)}")
+        bank_values = dict(supplied)
+        for pcr, value in bank_values.items():
+            if type(value) is not bytes or len(value) != size:
+                raise PcrSelectionMismatch(f"{bank} PCR {pcr}: value must be {size} bytes")
+        values[bank] = bank_values
+    if not values:
+        raise PcrSelectionMismatch("the quote selects no PCRs")
+    extra = [bank for bank, pcrs in unverified.items() if pcrs and bank not in values]
     if extra:
         raise PcrSelectionMismatch(f"values supplied for banks the TPM did not quote: "
                                    f"{', '.join(sorted(extra))}")
-    values: dict[str, dict[int, bytes]] = {}
-    for bank in signed_banks:
-        size = DIGEST_SIZES[HASH_IDS[bank]]
-        bank_values = {}
-        for pcr, value in unverified[bank].items():
-            if not isinstance(value, bytes) or len(value) != size:
-                raise PcrSelectionMismatch(f"{bank} PCR {pcr}: value must be {size} bytes")
-            bank_values[int(pcr)] = value
-        values[bank] = bank_values
     return values
 
 
