@@ -77,5 +77,6 @@ def test_builder_log_with_startup_locality(tmp_path: Path) -> None:
     path.write_bytes(build_crypto_agile_log(BUILT, startup_locality=3))
     ours = replay(parse_event_log(path.read_bytes()))
     theirs = _tpm2_eventlog_pcrs(path)
-    assert {bank: {pcr: value for pcr, value in pcrs.items() if pcr} for bank, pcrs in ours.items()} \
-        == {bank: {pcr: value for pcr, value in pcrs.items() if pcr} for bank, pcrs in theirs.items()}
+    for pcrs in (*ours.values(), *theirs.values()):
+        del pcrs[0]
+    assert ours == theirs

@@ -101,7 +101,8 @@ def test_helpers_decode_as_firmware_data() -> None:
     assert ipl_string("console=ttyS0", utf16=True) == "console=ttyS0\x00".encode("utf-16-le")
     error = parse_event_log(build_crypto_agile_log(
         [EventSpec(0, EventType.EV_SEPARATOR, separator(error=True))])).events[1].decoded
-    assert isinstance(error, Separator) and error.is_error
+    assert isinstance(error, Separator)
+    assert error.is_error
 
 
 @pytest.mark.parametrize("locality", [0, 3, 4])
@@ -115,7 +116,8 @@ def test_startup_locality(locality: int) -> None:
     assert replay(log)["sha256"][0] == hashlib.sha256(
         bytes(31) + bytes((locality,)) + hashlib.sha256(b"POST CODE").digest()).digest()
     steps = list(replay_steps(log, "sha1"))
-    assert not steps[1].extended and steps[1].pcr_value == bytes(19) + bytes((locality,))
+    assert not steps[1].extended
+    assert steps[1].pcr_value == bytes(19) + bytes((locality,))
 
 
 def test_startup_locality_alone_sets_pcr0() -> None:
@@ -153,14 +155,14 @@ def test_builder_refuses_bad_arguments(kwargs: dict[str, object], error: type[Ex
         build_crypto_agile_log(MEASURED_BOOT, **kwargs)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("spec", [
-    EventSpec(24, EventType.EV_IPL, b""),
-    EventSpec(-1, EventType.EV_IPL, b""),
-    EventSpec(0, 1 << 32, b""),
-    EventSpec(0, EventType.EV_IPL, bytes((1 << 20) + 1)),
+@pytest.mark.parametrize(("spec", "message"), [
+    (EventSpec(24, EventType.EV_IPL, b""), "PCR 24"),
+    (EventSpec(-1, EventType.EV_IPL, b""), "PCR -1"),
+    (EventSpec(0, 1 << 32, b""), "does not fit a UINT32"),
+    (EventSpec(0, EventType.EV_IPL, bytes((1 << 20) + 1)), "exceeds"),
 ])
-def test_builder_refuses_bad_events(spec: EventSpec) -> None:
-    with pytest.raises(ValueError):
+def test_builder_refuses_bad_events(spec: EventSpec, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         build_crypto_agile_log([spec])
 
 

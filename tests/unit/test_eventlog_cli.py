@@ -36,13 +36,15 @@ def test_show_json() -> None:
     assert result.exit_code == 0, result.output
     events = json.loads(result.stdout)
     log = parse_event_log(ARCH.read_bytes())
-    assert isinstance(events, list) and len(events) == len(log.events)
+    assert isinstance(events, list)
+    assert len(events) == len(log.events)
     first, boot = events[0], events[22]
-    assert first["type_name"] == "EV_NO_ACTION" and first["decoded"]["kind"] == "spec_id"
+    assert first["type_name"] == "EV_NO_ACTION"
+    assert first["decoded"]["kind"] == "spec_id"
     assert set(boot) == {"index", "offset", "pcr", "type", "type_name", "digests", "data",
                          "decoded"}
     assert boot["type_name"] == "EV_EFI_BOOT_SERVICES_APPLICATION"
-    assert boot["digests"] == {name: digest.hex() for name, digest in log.events[22].digests.items()}
+    assert boot["digests"] == {name: value.hex() for name, value in log.events[22].digests.items()}
     assert boot["decoded"]["kind"] == "image_load"
     assert boot["decoded"]["device_path"].endswith("\\EFI\\SYSTEMD\\SYSTEMD-BOOTX64.EFI")
 

@@ -12,9 +12,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trustauthority.errors import EventLogFormatError
-from trustauthority.eventlog import EventType, parse_event_log, replay, to_jsonable
+from trustauthority.eventlog import (
+    EFI_GLOBAL_VARIABLE,
+    EfiVariable,
+    EventType,
+    Undecoded,
+    efi_variable_data,
+    image_load_event_data,
+    parse_event_log,
+    replay,
+    to_jsonable,
+)
 from trustauthority.eventlog import parse as parse_module
-from trustauthority.eventlog.constants import MAX_LOG_SIZE
+from trustauthority.eventlog.constants import MAX_LOG_SIZE, SHIM_LOCK_GUID
 
 LOG_DIR = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "eventlogs"
 REAL_LOGS = {path.stem: path.read_bytes() for path in sorted(LOG_DIR.glob("*.bin"))}
@@ -165,19 +175,46 @@ def test_every_truncation(name: str, step: int) -> None:
     raw = REAL_LOGS[name]
     boundaries = _boundaries(raw)
     for cut in range(1, len(raw), step):
-        try:
-            log = parse_event_log(raw[:cut])
-        except EventLogFormatError as exc:
-            assert exc.offset is not None and 0 <= exc.offset <= cut
-            assert cut not in boundaries
-        else:
-            assert cut in boundaries
-            replay(log)
+        if cut in boundaries:
+            replay(parse_event_log(raw[:cut]))
+            continue
+        with pytest.raises(EventLogFormatError) as caught:
+            parse_event_log(raw[:cut])
+        assert caught.value.offset is not None
+        assert 0 <= caught.value.offset <= cut
 
 
 def test_memoryview_and_bytearray_inputs() -> None:
     raw = REAL_LOGS["uefivar"]
-    assert parse_event_log(memoryview(raw)) == parse_event_log(bytearray(raw)) == parse_event_log(raw)
+    expected = parse_event_log(raw)
+    assert parse_event_log(memoryview(raw)) == parse_event_log(bytearray(raw)) == expected
+
+
+def test_damaged_event_data_stays_undecoded_but_counts() -> None:
+    variable = efi_variable_data(EFI_GLOBAL_VARIABLE, "BootOrder", b"\x01\x00\x02")  # odd size
+    image = image_load_event_data(b"")[:20]  # cut inside the UINTN fields
+    log = parse_event_log(_log(_event2(1, int(EventType.EV_EFI_VARIABLE_BOOT), BOTH, variable),
+                               _event2(4, int(EventType.EV_EFI_BOOT_SERVICES_APPLICATION), BOTH,
+                                       image),
+                               _event2(8, IPL, BOTH, b"\xff\xfe\xfd not text")))
+    assert [type(event.decoded) for event in log.events[1:]] == [Undecoded] * 3
+    assert "BootOrder has an odd length" in log.events[1].describe()
+    assert replay(log)["sha256"].keys() == {1, 4, 8}
+
+
+def test_certificate_with_invalid_version_keeps_the_entry() -> None:
+    debian = parse_event_log(REAL_LOGS["debian-10"])
+    shim = next(event.decoded for event in debian.events
+                if isinstance(event.decoded, EfiVariable) and event.decoded.name == "Shim")
+    certificate = bytearray(shim.data)
+    version = certificate.find(bytes.fromhex("a003020102"))
+    certificate[version + 4] = 7  # X.509 version 8: cryptography raises InvalidVersion
+    data = efi_variable_data(SHIM_LOCK_GUID, "Shim", bytes(certificate))
+    log = parse_event_log(_log(_event2(7, int(EventType.EV_EFI_VARIABLE_AUTHORITY), BOTH, data)))
+    decoded = log.events[1].decoded
+    assert isinstance(decoded, EfiVariable)
+    assert decoded.value is None  # no subject to show; the bytes stay in `decoded.data`
+    assert decoded.data == bytes(certificate)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,30 +247,33 @@ def mutated_logs(draw: st.DrawFn) -> bytes:
     return bytes(raw)
 
 
+def _parse_fully_or_fail_cleanly(raw: bytes) -> None:
+    """Parse, replay and decode everything; only EventLogFormatError (with an offset) may
+    escape, and pytest reports anything else (IndexError, struct.error, …) as a failure."""
+    error: EventLogFormatError | None = None
+    try:
+        log = parse_event_log(raw)
+    except EventLogFormatError as exc:
+        error = exc
+    if error is not None:
+        assert error.offset is not None
+        assert 0 <= error.offset <= max(len(raw), 1)
+        return
+    replay(log)
+    for event in log.events:  # data decoding never raises, whatever the bytes
+        event.describe()
+        json.dumps(to_jsonable(event.decoded))
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated_logs())
 def test_mutated_logs_parse_or_raise_format_error(raw: bytes) -> None:
     started = time.perf_counter()
-    try:
-        log = parse_event_log(raw)
-    except EventLogFormatError as exc:
-        assert exc.offset is not None and 0 <= exc.offset <= max(len(raw), 1)
-    else:
-        replay(log)
-        for event in log.events:  # data decoding never raises, whatever the bytes
-            event.describe()
-            json.dumps(to_jsonable(event.decoded))
+    _parse_fully_or_fail_cleanly(raw)
     assert time.perf_counter() - started < 2.0
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=512))
 def test_random_bytes_parse_or_raise_format_error(raw: bytes) -> None:
-    try:
-        log = parse_event_log(raw)
-    except EventLogFormatError as exc:
-        assert exc.offset is not None
-    else:
-        replay(log)
-        for event in log.events:
-            event.describe()
+    _parse_fully_or_fail_cleanly(raw)

@@ -97,12 +97,14 @@ def test_formats_and_banks() -> None:
     assert cos.format is LogFormat.CRYPTO_AGILE
     assert cos.banks == ("sha1", "sha256", "sha384")
     assert isinstance(cos.events[0].decoded, SpecIdEvent)
-    assert cos.spec_id is not None and cos.spec_id.uintn_size == 8
+    assert cos.spec_id is not None
+    assert cos.spec_id.uintn_size == 8
     # The tpm2-tools fixtures declare sha384 and sha512 but carry only sha1 and sha256.
     uefivar = _load("uefivar")
-    assert [alg.name for alg in uefivar.spec_id.algorithms] == list(BANKS)  # type: ignore[union-attr]
+    assert uefivar.spec_id is not None
+    assert [alg.name for alg in uefivar.spec_id.algorithms] == list(BANKS)
     assert uefivar.banks == ("sha1", "sha256")
-    assert all(log.startup_locality is None for log in map(parse_event_log, map(Path.read_bytes, LOGS)))
+    assert all(parse_event_log(path.read_bytes()).startup_locality is None for path in LOGS)
 
 
 def _variable(log: EventLog, name: str, event_type: int | None = None) -> EfiVariable:
@@ -142,10 +144,13 @@ def test_authority_events() -> None:
     assert isinstance(shim, EfiSignature)
     assert shim.subject == "CN=Debian Secure Boot CA"
     db = _variable(log, "db", EventType.EV_EFI_VARIABLE_AUTHORITY).value
-    assert isinstance(db, EfiSignature) and db.owner is not None
-    assert db.subject is not None and "Microsoft Corporation UEFI CA 2011" in db.subject
+    assert isinstance(db, EfiSignature)
+    assert db.owner is not None
+    assert db.subject is not None
+    assert "Microsoft Corporation UEFI CA 2011" in db.subject
     sbat = _variable(_load("ubuntu-2104-no-secure-boot"), "SbatLevel").value
-    assert sbat is not None and sbat.describe() == "sbat,1,2021030218"
+    assert sbat is not None
+    assert sbat.describe() == "sbat,1,2021030218"
 
 
 def test_boot_variables() -> None:
@@ -171,7 +176,8 @@ def test_boot_application_device_path() -> None:
     cos = [event.decoded for event in _load("cos-85-amd-sev").events
            if event.event_type == EventType.EV_EFI_BOOT_SERVICES_APPLICATION]
     assert isinstance(cos[0], ImageLoad)
-    assert cos[0].device_path.startswith("PciRoot(0x0)/Pci(0x4,0x0)/NVMe(0x1,00-00-00-00-00-00-00-00)/")
+    assert cos[0].device_path.startswith(
+        "PciRoot(0x0)/Pci(0x4,0x0)/NVMe(0x1,00-00-00-00-00-00-00-00)/")
     assert cos[0].device_path.endswith("/\\EFI\\BOOT\\BOOTX64.EFI")
 
 
@@ -200,9 +206,11 @@ def test_other_decoders() -> None:
     assert [part.name for part in gpt.partitions] == ["EFI System", "Linux RAID",
                                                        "Linux filesystem"]
     separators = [event.decoded for event in arch.events if isinstance(event.decoded, Separator)]
-    assert len(separators) == 8 and not any(sep.is_error for sep in separators)
+    assert len(separators) == 8
+    assert not any(sep.is_error for sep in separators)
     nonhost = _load("debian-10").events[1]
-    assert nonhost.type_name == "EV_NONHOST_INFO" and isinstance(nonhost.decoded, RawData)
+    assert nonhost.type_name == "EV_NONHOST_INFO"
+    assert isinstance(nonhost.decoded, RawData)
 
 
 def _insert_startup_locality(raw: bytes, log: EventLog, locality: int, position: int) -> bytes:

@@ -326,14 +326,16 @@ class SoftwareTpm:
     def stop(self) -> None:
         """Stop the daemon (SIGTERM, then SIGKILL after `stop_timeout`); idempotent."""
         pid = self.pid
-        if pid is not None:
+        if pid is not None and _is_swtpm_alive(pid):  # never signal a recycled pid
             for sig in (signal.SIGTERM, signal.SIGKILL):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
                 deadline = time.monotonic() + self.stop_timeout
-                while _is_swtpm_alive(pid) and time.monotonic() < deadline:
+                # an exiting process loses its command line before it is a zombie: wait for
+                # the zombie (or its reaping), not just for the command line to vanish
+                while not _process_gone(pid) and time.monotonic() < deadline:
                     time.sleep(0.01)
-                if not _is_swtpm_alive(pid):
+                if _process_gone(pid):
                     break
             else:
                 raise self._error(f"software TPM pid {pid} survived SIGKILL")
@@ -434,3 +436,12 @@ def _is_swtpm_alive(pid: int) -> bool:
         return False
     state = stat.rsplit(")", 1)[-1].split()[0]
     return state not in ("Z", "X") and b"swtpm" in cmdline
+
+
+def _process_gone(pid: int) -> bool:
+    """True once ``pid`` has exited: reaped, or a zombie nobody reaps."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")

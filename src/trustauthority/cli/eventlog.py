@@ -24,8 +24,9 @@ _DIGEST_PREFIX = 16  # hex characters of the digest shown per table row
 
 PathArgument = Annotated[
     str,
-    typer.Argument(metavar="PATH", show_default=False,
-                   help="Binary event log, e.g. /sys/kernel/security/tpm0/binary_bios_measurements."),
+    typer.Argument(
+        metavar="PATH", show_default=False,
+        help="Binary event log, e.g. /sys/kernel/security/tpm0/binary_bios_measurements."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 

@@ -2,16 +2,18 @@
 dataclasses out; no I/O, configuration or network.
 
 Why hand-written: no maintained Python library parses TCG event logs in pure Python, and
-tpm2-tools' `tpm2_eventlog` is C behind a subprocess (~30 logs/s, YAML out). This parser does a
-two-bank, 100-event log in well under a millisecond and names the byte offset of any damage.
+tpm2-tools' `tpm2_eventlog` is C behind a subprocess (~30 logs/s, YAML out). This parser reads and
+replays a two-bank, 100-event log in about 0.3 ms and names the byte offset of any damage.
 References: TCG PC Client Platform Firmware Profile (PFP) 1.05; UEFI 2.10 for UEFI structures.
 
 Public API::
 
     parse_event_log(raw: bytes) -> EventLog          # raises EventLogFormatError(msg, offset)
-    EventLog(format, spec_id, events, algorithms, startup_locality); .banks
-    Event(index, offset, pcr, event_type, digests, data); .type_name, .decoded, .describe()
-    LogFormat.SHA1 | LogFormat.CRYPTO_AGILE
+    EventLog: .format (LogFormat.SHA1 | LogFormat.CRYPTO_AGILE), .spec_id, .events,
+        .algorithms (carried by every extended event), .banks (replayable, BANKS order),
+        .startup_locality, .records (compact tuples that replay reads), len(log)
+    Event(index, offset, pcr, event_type, digests: Mapping[str, bytes], data)
+        .type_name, .decoded (lazy, cached), .describe()
     replay(log) -> dict[str, dict[int, bytes]]       # bank -> PCR index -> value
     replay_bank(log, bank) -> dict[int, bytes]
     replay_steps(log, bank) -> Iterator[ReplayStep]  # ReplayStep(event, pcr_value, extended)

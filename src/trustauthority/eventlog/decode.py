@@ -126,8 +126,10 @@ def decode_text(raw: bytes) -> Text:
 def _certificate_subject(der: bytes) -> str | None:
     try:
         return x509.load_der_x509_certificate(der).subject.rfc4514_string()
-    except ValueError:
-        # cryptography rejects malformed or unsupported DER with ValueError; the entry stays.
+    except (ValueError, TypeError, x509.InvalidVersion):
+        # How cryptography refuses damaged DER: ValueError mostly, InvalidVersion (not a
+        # ValueError) for a bad version, TypeError for attribute values of the wrong ASN.1 type
+        # (found by fuzzing). The entry stays, without a subject.
         return None
 
 

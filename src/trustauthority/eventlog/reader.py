@@ -40,11 +40,6 @@ class Reader:
     def remaining(self) -> int:
         return self._end - self.pos
 
-    @property
-    def offset(self) -> int:
-        """Absolute offset of the cursor, as errors report it."""
-        return self._base + self.pos
-
     def at_end(self) -> bool:
         return self.pos >= self._end
 
