@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from trustauthority.errors import EventLogMismatch
-from trustauthority.eventlog import Event, EventLog, EventType, replay_steps
+from trustauthority.eventlog import Event, EventLog, EventType, replay_bank, replay_steps
 from trustauthority.verify.quote import VerifiedQuote
 
 _MINT = object()
@@ -71,34 +71,39 @@ def verify_evidence(quote: VerifiedQuote, log: EventLog) -> VerifiedEvidence:
             raise EventLogMismatch(
                 f"the quote covers the {bank} bank but the event log records only "
                 f"{', '.join(log.banks) or 'no replayable bank'}")
-        # 2. replay once, keeping the per-event values of each PCR for diagnosis
-        steps: dict[int, list[tuple[Event, bytes]]] = {}
-        final: dict[int, bytes] = {}
-        start: dict[int, bytes] = {}
-        for step in replay_steps(log, bank):
-            pcr = step.event.pcr
-            if not step.extended:
-                # a StartupLocality event sets PCR 0's start value without extending
-                start.setdefault(pcr, step.pcr_value)
-                continue
-            steps.setdefault(pcr, []).append((step.event, step.pcr_value))
-            final[pcr] = step.pcr_value
+        # 2. replay (the fast path); walk the log event by event only to explain a mismatch
+        replayed = replay_bank(log, bank)
         bank_confirmed = set()
         for pcr, quoted in sorted(quoted_values.items()):
-            if pcr not in final:
+            value = replayed.get(pcr)
+            if value is None or not _extended(log, pcr):
                 unlogged.add(pcr)
                 continue
-            if final[pcr] != quoted:
-                raise _diagnose(bank, pcr, quoted, final[pcr], steps[pcr],
-                                start.get(pcr, bytes(len(quoted))))
+            if value != quoted:
+                raise _diagnose(log, bank, pcr, quoted, value)
             bank_confirmed.add(pcr)
         confirmed = bank_confirmed if confirmed is None else confirmed & bank_confirmed
     return VerifiedEvidence(quote, log, frozenset(confirmed or ()), frozenset(unlogged), _MINT)
 
 
-def _diagnose(bank: str, pcr: int, quoted: bytes, replayed: bytes,
-              steps: list[tuple[Event, bytes]], start: bytes) -> PcrReplayMismatch:
+def _extended(log: EventLog, pcr: int) -> bool:
+    """Whether any event extends `pcr` (a StartupLocality event alone only sets PCR 0's start)."""
+    return pcr != 0 or log.startup_locality is None or any(
+        event.pcr == 0 and event.event_type != EventType.EV_NO_ACTION for event in log.events)
+
+
+def _diagnose(log: EventLog, bank: str, pcr: int, quoted: bytes,
+              replayed: bytes) -> PcrReplayMismatch:
     """Find the longest prefix of the PCR's events that reproduces the quoted value."""
+    start = bytes(len(quoted))
+    steps: list[tuple[Event, bytes]] = []
+    for step in replay_steps(log, bank):
+        if step.event.pcr != pcr:
+            continue
+        if step.extended:
+            steps.append((step.event, step.pcr_value))
+        elif not steps:
+            start = step.pcr_value  # StartupLocality: PCR 0 starts at the locality
     if start == quoted:
         first = steps[0][0]
         return PcrReplayMismatch(bank, pcr, quoted, replayed, first,
