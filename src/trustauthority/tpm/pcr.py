@@ -92,6 +92,11 @@ def pcr_digest(hash_alg: int, selection: PcrSelection,
     `hash_alg` is the signing scheme's hash (Part 3 §18.4.1), not necessarily the bank's.
     Raises KeyError if a selected PCR has no value.
     """
-    data = b"".join([values[bank.bank][pcr] for bank in selection.banks
-                     for pcr in sorted(bank.pcrs)])
+    if len(selection.banks) == 1:  # the usual quote: one bank
+        bank = selection.banks[0]
+        bank_values = values[bank.bank]
+        data = b"".join([bank_values[pcr] for pcr in sorted(bank.pcrs)])
+    else:
+        data = b"".join([values[bank.bank][pcr] for bank in selection.banks
+                         for pcr in sorted(bank.pcrs)])
     return digest(hash_alg, data)

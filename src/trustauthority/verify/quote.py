@@ -165,8 +165,9 @@ def verify_quote(
     # 10. clock progression
     rebooted = None if previous_clock is None else check_clock(previous_clock, attest.clock_info)
 
+    # _check_selection already copied the values: wrapping the copies makes them read-only
     frozen_values = MappingProxyType(
-        {bank: MappingProxyType(dict(pcrs)) for bank, pcrs in values.items()})
+        {bank: MappingProxyType(pcrs) for bank, pcrs in values.items()})
     return VerifiedQuote(attest, info.pcr_select, frozen_values, attest.clock_info, rebooted,
                          _MINT)
 
