@@ -21,6 +21,7 @@ messages and exit codes, and the API (later) maps them to HTTP in one place::
     │   ├── CertificateError          an EK certificate does not chain to a trusted TPM CA
     │   └── KeyAttributesError        an AK is not a restricted, TPM-bound signing key
     ├── PolicyViolation               verified evidence that the policy does not accept
+    ├── AuditChainBroken              the audit log was edited, truncated, reordered or spliced
     ├── ConfigError                   our own configuration is wrong
     ├── BackendUnavailable            a TPM, key server or database cannot be reached
     └── UsageError                    a caller (CLI user, API client) asked for something invalid
@@ -126,6 +127,16 @@ class KeyAttributesError(EvidenceError):
 
 class PolicyViolation(TrustAuthorityError):
     error_type = "policy_violation"
+
+
+class AuditChainBroken(TrustAuthorityError):
+    """An audit log entry does not follow from the one before it."""
+
+    error_type = "audit_chain_broken"
+
+    def __init__(self, message: str, sequence: int | None = None) -> None:
+        self.sequence = sequence
+        super().__init__(message)
 
 
 class ConfigError(TrustAuthorityError):
