@@ -12,6 +12,9 @@ from enum import IntEnum
 from typing import Final
 from uuid import UUID
 
+from trustauthority.tpm.constants import DIGEST_SIZES as TPM_DIGEST_SIZES
+from trustauthority.tpm.constants import HASH_NAMES, HASHLIB
+
 
 class EventType(IntEnum):
     """Event types (PFP §10.4.1, Table 9). Logs may carry values not listed here."""
@@ -66,38 +69,18 @@ def event_type_name(value: int) -> str:
 #: PCR banks we can replay, in the order reports list them
 BANKS: Final[tuple[str, ...]] = ("sha1", "sha256", "sha384", "sha512")
 
-#: TPM_ALG_ID values (TPM 2.0 Part 2 §6.3) of the hash algorithms a log may name
-ALGORITHM_NAMES: Final[dict[int, str]] = {
-    0x0004: "sha1",
-    0x000B: "sha256",
-    0x000C: "sha384",
-    0x000D: "sha512",
-    0x0012: "sm3_256",
-    0x0027: "sha3_256",
-    0x0028: "sha3_384",
-    0x0029: "sha3_512",
-}
+#: TPM_ALG_ID values (TPM 2.0 Part 2 §6.3) of the hash algorithms a log may name: the same
+#: table the TPM structures use, keyed here by id and by bank name
+ALGORITHM_NAMES: Final[dict[int, str]] = {int(alg): name for alg, name in HASH_NAMES.items()}
 ALGORITHM_IDS: Final[dict[str, int]] = {name: alg for alg, name in ALGORITHM_NAMES.items()}
 
 #: digest size of each known algorithm; a Spec ID header declaring another size is malformed
 DIGEST_SIZES: Final[dict[str, int]] = {
-    "sha1": 20,
-    "sha256": 32,
-    "sha384": 48,
-    "sha512": 64,
-    "sm3_256": 32,
-    "sha3_256": 32,
-    "sha3_384": 48,
-    "sha3_512": 64,
-}
+    name: TPM_DIGEST_SIZES[alg] for alg, name in ALGORITHM_NAMES.items()}
 
 #: hashlib constructors of the replayable banks, bound once: hashlib.new(name) is slower
 HASHES: Final[dict[str, Callable[[bytes], hashlib._Hash]]] = {
-    "sha1": hashlib.sha1,
-    "sha256": hashlib.sha256,
-    "sha384": hashlib.sha384,
-    "sha512": hashlib.sha512,
-}
+    ALGORITHM_NAMES[alg]: constructor for alg, constructor in HASHLIB.items()}
 
 
 def algorithm_name(alg_id: int) -> str:

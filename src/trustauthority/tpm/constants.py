@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from enum import IntEnum, IntFlag
-from typing import Any
+
+from cryptography.hazmat.primitives import hashes
 
 #: TPM_GENERATED_VALUE (Part 2 §6.2): the TPM puts it first in every structure it signs, so a
 #: caller cannot make the TPM sign bytes that look like an attestation.
@@ -102,13 +103,16 @@ class ObjectAttributes(IntFlag):
     X509_SIGN = 1 << 19
 
 
-#: hash algorithms by TPM id, with the bank names used across the product
+#: hash algorithms by TPM id, with the bank names used across the product (event logs too)
 HASH_NAMES: dict[int, str] = {
     Alg.SHA1: "sha1",
     Alg.SHA256: "sha256",
     Alg.SHA384: "sha384",
     Alg.SHA512: "sha512",
     Alg.SM3_256: "sm3_256",
+    Alg.SHA3_256: "sha3_256",
+    Alg.SHA3_384: "sha3_384",
+    Alg.SHA3_512: "sha3_512",
 }
 HASH_IDS: dict[str, int] = {name: alg for alg, name in HASH_NAMES.items()}
 DIGEST_SIZES: dict[int, int] = {
@@ -117,12 +121,23 @@ DIGEST_SIZES: dict[int, int] = {
     Alg.SHA384: 48,
     Alg.SHA512: 64,
     Alg.SM3_256: 32,
+    Alg.SHA3_256: 32,
+    Alg.SHA3_384: 48,
+    Alg.SHA3_512: 64,
 }
-_HASHLIB: dict[int, Callable[..., Any]] = {
+#: hashlib constructors of the hashes we compute (PCR banks we can replay, signature hashes)
+HASHLIB: dict[int, Callable[[bytes], hashlib._Hash]] = {
     Alg.SHA1: hashlib.sha1,
     Alg.SHA256: hashlib.sha256,
     Alg.SHA384: hashlib.sha384,
     Alg.SHA512: hashlib.sha512,
+}
+#: the same hashes as `cryptography` objects, for signatures, OAEP and HMAC-based KDFs
+CRYPTOGRAPHY_HASHES: dict[int, hashes.HashAlgorithm] = {
+    Alg.SHA1: hashes.SHA1(),  # noqa: S303 - SHA-1 is refused unless a caller allows it
+    Alg.SHA256: hashes.SHA256(),
+    Alg.SHA384: hashes.SHA384(),
+    Alg.SHA512: hashes.SHA512(),
 }
 
 
@@ -135,13 +150,13 @@ def alg_name(alg: int) -> str:
 
 
 def hash_supported(alg: int) -> bool:
-    return alg in _HASHLIB
+    return alg in HASHLIB
 
 
 def digest(alg: int, data: bytes) -> bytes:
     """Hash `data` with the TPM hash algorithm `alg` (SHA-1/SHA-2 family)."""
     try:
-        factory = _HASHLIB[alg]
+        factory = HASHLIB[alg]
     except KeyError:
         raise ValueError(f"unsupported hash algorithm {alg_name(alg)}") from None
     result: bytes = factory(data).digest()
@@ -151,6 +166,6 @@ def digest(alg: int, data: bytes) -> bytes:
 def hashlib_name(alg: int) -> str:
     """Name for hashlib.new / hmac (e.g. 'sha256')."""
     name = HASH_NAMES.get(alg)
-    if name is None or alg not in _HASHLIB:
+    if name is None or alg not in HASHLIB:
         raise ValueError(f"unsupported hash algorithm {alg_name(alg)}")
     return name

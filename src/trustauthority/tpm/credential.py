@@ -13,24 +13,23 @@ import os
 from dataclasses import dataclass
 
 from cryptography.hazmat.decrepit.ciphers.modes import CFB
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from trustauthority.errors import TpmFormatError
-from trustauthority.tpm.constants import DIGEST_SIZES, Alg, alg_name, hashlib_name
+from trustauthority.tpm.constants import (
+    CRYPTOGRAPHY_HASHES,
+    DIGEST_SIZES,
+    Alg,
+    alg_name,
+    hashlib_name,
+)
 from trustauthority.tpm.public import CURVE_BYTES, EccParms, RsaParms, TpmPublic
 from trustauthority.tpm.reader import tpm2b, u32
 
 _IDENTITY = b"IDENTITY\x00"
 _STORAGE = b"STORAGE\x00"
 _INTEGRITY = b"INTEGRITY\x00"
-_CRYPTOGRAPHY_HASHES: dict[int, type[hashes.HashAlgorithm]] = {
-    Alg.SHA1: hashes.SHA1,
-    Alg.SHA256: hashes.SHA256,
-    Alg.SHA384: hashes.SHA384,
-    Alg.SHA512: hashes.SHA512,
-}
 
 
 def kdfa(hash_alg: int, key: bytes, label: bytes, context_u: bytes, context_v: bytes,
@@ -91,7 +90,7 @@ def make_credential(ek: TpmPublic, object_name: bytes, secret: bytes) -> Credent
     5. credentialBlob = TPM2B(TPM2B(outerHMAC) || encIdentity).
     """
     name_alg = ek.name_alg
-    if name_alg not in _CRYPTOGRAPHY_HASHES:
+    if name_alg not in CRYPTOGRAPHY_HASHES:
         raise TpmFormatError(f"EK nameAlg {alg_name(name_alg)} is not supported")
     digest_size = DIGEST_SIZES[name_alg]
     if not 0 < len(secret) <= digest_size:
@@ -111,9 +110,10 @@ def make_credential(ek: TpmPublic, object_name: bytes, secret: bytes) -> Credent
         public_key = ek.public_key
         if not isinstance(public_key, rsa.RSAPublicKey):
             raise TpmFormatError("EK parameters say RSA but the key is not")
-        hash_cls = _CRYPTOGRAPHY_HASHES[name_alg]
+        hash_algorithm = CRYPTOGRAPHY_HASHES[name_alg]
         encrypted = public_key.encrypt(
-            seed, padding.OAEP(mgf=padding.MGF1(hash_cls()), algorithm=hash_cls(), label=_IDENTITY))
+            seed, padding.OAEP(mgf=padding.MGF1(hash_algorithm), algorithm=hash_algorithm,
+                               label=_IDENTITY))
         encrypted_secret = tpm2b(encrypted)
     else:
         public_key = ek.public_key

@@ -26,7 +26,6 @@ from types import MappingProxyType
 from typing import cast
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
@@ -42,6 +41,7 @@ from trustauthority.errors import (
 )
 from trustauthority.tpm.attest import ClockInfo, QuoteInfo, TpmsAttest, parse_attest
 from trustauthority.tpm.constants import (
+    CRYPTOGRAPHY_HASHES,
     DIGEST_SIZES,
     HASH_IDS,
     TPM_GENERATED_VALUE,
@@ -53,12 +53,7 @@ from trustauthority.tpm.pcr import PcrSelection, pcr_digest
 from trustauthority.tpm.public import TpmPublic
 from trustauthority.tpm.signature import EccSignature, RsaSignature, Signature, parse_signature
 
-_HASHES: dict[int, hashes.HashAlgorithm] = {
-    int(Alg.SHA1): hashes.SHA1(),  # noqa: S303 - only reached when QuoteOptions.allow_sha1 is set
-    Alg.SHA256: hashes.SHA256(),
-    Alg.SHA384: hashes.SHA384(),
-    Alg.SHA512: hashes.SHA512(),
-}
+_HASHES = CRYPTOGRAPHY_HASHES  # SHA-1 among them is reached only when allow_sha1 is set
 _PKCS1 = padding.PKCS1v15()
 # algorithm objects built once: creating them per call costs as much as parsing the quote
 _ECDSA = {alg: ec.ECDSA(hash_algorithm) for alg, hash_algorithm in _HASHES.items()}
