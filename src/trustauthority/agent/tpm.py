@@ -18,14 +18,17 @@ Key hierarchy (TCG EK Credential Profile 2.x; TPM 2.0 Part 1 "Credential Protect
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
-from trustauthority.errors import BackendUnavailable, UsageError
+from trustauthority.errors import BackendUnavailable, TpmFormatError, UsageError
+from trustauthority.tpm import PcrSelection, QuoteInfo, parse_attest, parse_tpm2b_public, pcr_digest
+from trustauthority.tpm.constants import alg_name, hash_supported
+from trustauthority.tpm.pcr import pcrs_of_bitmap
+from trustauthority.verify.ekcert import trim_der
 
 try:
     from tpm2_pytss import (
@@ -44,7 +47,6 @@ try:
         TPMA_OBJECT,
         TPML_DIGEST_VALUES,
         TPML_PCR_SELECTION,
-        TPMS_ATTEST,
         TPMT_HA,
         TPMT_SIG_SCHEME,
         TPMT_SYM_DEF,
@@ -82,7 +84,6 @@ _BANKS: dict[str, tuple[str, int]] = {  # bank name -> (TPM2_ALG name, digest si
     "sha384": ("SHA384", 48),
     "sha512": ("SHA512", 64),
 }
-_HASHLIB_BY_ALG_NAME = {"SHA1": "sha1", "SHA256": "sha256", "SHA384": "sha384", "SHA512": "sha512"}
 
 _PCR_COUNT = 24  # TCG PC Client Platform TPM Profile: 24 PCRs per bank
 _MAX_NONCE = 64  # TPM2B_DATA holds at most sizeof(TPMT_HA) - 2 (Part 2 §10.4.3)
@@ -142,19 +143,7 @@ def _selected(pcr_selection_out: Any) -> list[int]:
     if int(pcr_selection_out.count) == 0:
         return []
     sel = pcr_selection_out.pcrSelections[0]
-    bitmap = bytes(sel.pcrSelect)[: int(sel.sizeofSelect)]
-    return [i for i in range(8 * len(bitmap)) if bitmap[i // 8] & (1 << (i % 8))]
-
-
-def _trim_der(data: bytes) -> bytes:
-    """Drop NV padding after a DER SEQUENCE (some TPMs' certificate indices are larger)."""
-    if len(data) >= 4 and data[0] == 0x30 and data[1] & 0x80:
-        n = data[1] & 0x7F
-        if 1 <= n <= 4 and len(data) >= 2 + n:
-            total = 2 + n + int.from_bytes(data[2 : 2 + n], "big")
-            if total <= len(data):
-                return data[:total]
-    return data
+    return sorted(pcrs_of_bitmap(bytes(sel.pcrSelect)[: int(sel.sizeofSelect)]) or ())
 
 
 class AgentTpm:
@@ -338,7 +327,7 @@ class AgentTpm:
         """The EK certificate (DER) from its NV index, or None if the TPM has none."""
         _, cert_index, _ = self._ek_profile(kind)
         try:
-            return _trim_der(self._nv_read(cert_index))
+            return trim_der(self._nv_read(cert_index))
         except NoSuchIndex:
             return None
 
@@ -461,12 +450,14 @@ class AgentTpm:
         if len(nonce) > _MAX_NONCE:
             raise UsageError(f"nonce is {len(nonce)} bytes; at most {_MAX_NONCE}")
         wanted, selection = _selection(bank, pcrs)
-        public = _unmarshal(TPM2B_PUBLIC, ak.public, "AK public")
-        # pcrDigest uses the hash of the signing scheme (Part 3 §18.4), not the bank's.
-        scheme_hash = str(public.publicArea.parameters.asymDetail.scheme.details.anySig.hashAlg)
-        hash_name = _HASHLIB_BY_ALG_NAME.get(scheme_hash.upper())
-        if hash_name is None:
-            raise UsageError(f"AK signing scheme hash {scheme_hash} is not supported")
+        try:
+            # pcrDigest uses the hash of the signing scheme (Part 3 §18.4), not the bank's.
+            scheme_hash = parse_tpm2b_public(ak.public).scheme.hash_alg
+        except TpmFormatError as e:
+            raise UsageError(f"AK public: {e}") from e
+        if not hash_supported(scheme_hash):
+            raise UsageError(f"AK signing scheme hash {alg_name(scheme_hash)} is not supported")
+        quoted_selection = PcrSelection.of({bank: wanted})
         with self._loaded_ak(ak) as handle:
             for _ in range(_QUOTE_ATTEMPTS):
                 _, values = self._pcr_read(bank, wanted)
@@ -479,9 +470,9 @@ class AgentTpm:
                     TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL),  # the AK's own scheme
                 )
                 attest_bytes = bytes(attest)
-                parsed, _ = TPMS_ATTEST.unmarshal(attest_bytes)
-                expected = hashlib.new(hash_name, b"".join(values.values())).digest()
-                if bytes(parsed.attested.quote.pcrDigest) == expected:
+                quoted = parse_attest(attest_bytes).attested
+                expected = pcr_digest(scheme_hash, quoted_selection, {bank: values})
+                if isinstance(quoted, QuoteInfo) and quoted.pcr_digest == expected:
                     return Quote(
                         attest=attest_bytes,
                         signature=bytes(signature.marshal()),

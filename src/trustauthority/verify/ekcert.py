@@ -25,14 +25,23 @@ AK_REQUIRED = (ObjectAttributes.RESTRICTED | ObjectAttributes.SIGN_ENCRYPT
                | ObjectAttributes.SENSITIVE_DATA_ORIGIN)
 
 
+def trim_der(data: bytes) -> bytes:
+    """Drop NV padding after a DER SEQUENCE (TPMs may store certificates in larger indices)."""
+    if len(data) >= 4 and data[0] == 0x30 and data[1] & 0x80:
+        length_bytes = data[1] & 0x7F
+        if 1 <= length_bytes <= 4 and len(data) >= 2 + length_bytes:
+            total = 2 + length_bytes + int.from_bytes(data[2 : 2 + length_bytes], "big")
+            if total <= len(data):
+                return data[:total]
+    return data
+
+
 def load_certificate(raw: bytes) -> x509.Certificate:
     """DER or PEM; a TPM NV index may pad DER with trailing bytes, which are cut."""
     try:
         if raw.lstrip().startswith(b"-----BEGIN"):
             return x509.load_pem_x509_certificate(raw)
-        if len(raw) >= 4 and raw[0] == 0x30 and raw[1] == 0x82:
-            raw = raw[: 4 + int.from_bytes(raw[2:4], "big")]
-        return x509.load_der_x509_certificate(raw)
+        return x509.load_der_x509_certificate(trim_der(raw))
     except ValueError as error:
         raise CertificateError(f"not an X.509 certificate: {error}") from None
 
@@ -50,6 +59,16 @@ def verify_ek_certificate(
     chose to trust). Every certificate must be valid at `at`; every issuer must be a CA allowed
     to sign certificates.
     """
+    try:
+        return _build_chain(ek_certificate, trusted_cas, at, intermediates)
+    except (ValueError, UnsupportedAlgorithm) as error:
+        # `cryptography` parses names and extensions lazily: damage surfaces only here
+        raise CertificateError(f"malformed certificate: {error}") from None
+
+
+def _build_chain(ek_certificate: x509.Certificate, trusted_cas: Sequence[x509.Certificate],
+                 at: datetime, intermediates: Sequence[x509.Certificate],
+                 ) -> list[x509.Certificate]:
     _check_validity(ek_certificate, at, "EK certificate")
     pool = list(intermediates)
     chain = [ek_certificate]
@@ -74,7 +93,11 @@ def verify_ek_certificate(
 
 def ek_matches_certificate(ek: TpmPublic, certificate: x509.Certificate) -> None:
     """The EK the TPM presents must be the key its certificate certifies."""
-    if certificate.public_key() != ek.public_key:
+    try:
+        certified_key = certificate.public_key()
+    except (ValueError, UnsupportedAlgorithm) as error:
+        raise CertificateError(f"EK certificate key cannot be read: {error}") from None
+    if certified_key != ek.public_key:
         raise CertificateError("the EK public key is not the key in the EK certificate")
 
 
