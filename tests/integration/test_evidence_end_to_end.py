@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import SwtpmFactory
 from trustauthority import errors
 from trustauthority.agent import simboot
-from trustauthority.agent.swtpm import SoftwareTpm
+from trustauthority.agent.swtpm import SoftwareTpm, SoftwareTpmCa
 from trustauthority.agent.tpm import AgentTpm, AkHandleInfo
 from trustauthority.eventlog import EventLog, parse_event_log
 from trustauthority.tpm import (
@@ -51,12 +51,9 @@ class BootedHost:
 
 
 @pytest.fixture(scope="module")
-def host(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-         swtpm_ca: object) -> Iterator[BootedHost]:
+def host(tmp_path_factory: pytest.TempPathFactory,
+         swtpm_ca: SoftwareTpmCa) -> Iterator[BootedHost]:
     """One software TPM booted with the golden image, with an ECC AK under the RSA EK."""
-    from trustauthority.agent.swtpm import SoftwareTpmCa
-
-    assert isinstance(swtpm_ca, SoftwareTpmCa)
     tpm = SoftwareTpm(tmp_path_factory.mktemp("host"), swtpm_ca)
     with tpm, AgentTpm(tpm.tcti) as agent:
         events, raw_log = simboot.boot_log()

@@ -22,9 +22,12 @@ from cryptography import x509
 from rich.panel import Panel
 from rich.table import Table
 
-from trustauthority.cli.output import EXIT_UNAVAILABLE, console, fail
+from trustauthority.agent import simboot
+from trustauthority.agent.swtpm import SoftwareTpm, SoftwareTpmCa, swtpm_available
+from trustauthority.agent.tpm import AgentTpm
+from trustauthority.cli.output import EXIT_UNAVAILABLE, console, fail, fail_with
 from trustauthority.errors import EvidenceError, TrustAuthorityError
-from trustauthority.eventlog import EventLog, parse_event_log, replay
+from trustauthority.eventlog import parse_event_log, replay
 from trustauthority.tpm import TPM_RH_ENDORSEMENT, hierarchy_qualified_name, make_credential
 from trustauthority.tpm.public import parse_tpm2b_public
 from trustauthority.verify import (
@@ -57,12 +60,6 @@ def demo(
 
     Example: `ta demo` (or `make demo`).
     """
-    from trustauthority.agent.swtpm import (  # the demo is the one CLI command needing swtpm
-        SoftwareTpm,
-        SoftwareTpmCa,
-        swtpm_available,
-    )
-
     if not swtpm_available():
         fail("swtpm is not installed: run scripts/bootstrap (Debian packages swtpm, swtpm-tools)",
              EXIT_UNAVAILABLE)
@@ -79,7 +76,7 @@ def demo(
     except DemoFailure as failure:
         fail(f"demo step failed: {failure}", 1)
     except TrustAuthorityError as error:
-        fail(f"demo step failed: {error}", 1)
+        fail_with(error)
     finally:
         tpm.stop()
         if data_dir is None:
@@ -115,14 +112,7 @@ def _expect_refusal(message: str, error_type: type[EvidenceError], action: Calla
     raise DemoFailure(f"{message}: the verifier accepted it")
 
 
-def _run(tpm: object) -> None:
-    from trustauthority.agent import simboot
-    from trustauthority.agent.swtpm import SoftwareTpm
-    from trustauthority.agent.tpm import AgentTpm
-
-    if not isinstance(tpm, SoftwareTpm):  # keeps the lazy import typed
-        raise DemoFailure("internal: not a software TPM")
-
+def _run(tpm: SoftwareTpm) -> None:
     with _step("1. A host's TPM, with an EK certificate from its manufacturer's CA"):
         with console.status("provisioning a software TPM (EK certificates from a local TPM CA)"):
             tpm.provision()
@@ -201,7 +191,7 @@ def _run(tpm: object) -> None:
                                 ak=other_ak, raw_attest=quote.attest,
                                 raw_signature=quote.signature, expected_nonce=nonce,
                                 unverified_pcr_values=values))
-            trimmed = parse_event_log(raw_log[: _offset_of_last_event(log)])
+            trimmed = parse_event_log(raw_log[: log.events[-1].offset])
             _expect_refusal("an event log with its last event (the kernel) removed",
                             EvidenceError, lambda: verify_evidence(verified, trimmed))
 
@@ -228,10 +218,6 @@ def _run(tpm: object) -> None:
 
     with _step("7. A real firmware event log"):
         _show_real_log()
-
-
-def _offset_of_last_event(log: EventLog) -> int:
-    return log.events[-1].offset
 
 
 def _cn(certificate: x509.Certificate) -> str:

@@ -8,7 +8,7 @@ from typing import Any, NoReturn
 
 from rich.console import Console
 
-from trustauthority.errors import EvidenceError, TrustAuthorityError
+from trustauthority.errors import BackendUnavailable, EvidenceError, TrustAuthorityError
 
 #: exit codes every command uses
 EXIT_OK = 0
@@ -36,7 +36,12 @@ def fail(message: str, code: int = EXIT_USAGE, *, as_json: bool = False,
 
 def fail_with(error: TrustAuthorityError, *, as_json: bool = False) -> NoReturn:
     """Map one of our typed errors onto the CLI's exit codes."""
-    code = EXIT_REJECTED if isinstance(error, EvidenceError) else EXIT_USAGE
+    if isinstance(error, EvidenceError):
+        code = EXIT_REJECTED
+    elif isinstance(error, BackendUnavailable):
+        code = EXIT_UNAVAILABLE
+    else:
+        code = EXIT_USAGE
     fail(str(error), code, as_json=as_json, error_type=error.error_type)
 
 

@@ -76,7 +76,7 @@ def verify_evidence(quote: VerifiedQuote, log: EventLog) -> VerifiedEvidence:
         bank_confirmed = set()
         for pcr, quoted in sorted(quoted_values.items()):
             value = replayed.get(pcr)
-            if value is None or not _extended(log, pcr):
+            if value is None:
                 unlogged.add(pcr)
                 continue
             if value != quoted:
@@ -84,12 +84,6 @@ def verify_evidence(quote: VerifiedQuote, log: EventLog) -> VerifiedEvidence:
             bank_confirmed.add(pcr)
         confirmed = bank_confirmed if confirmed is None else confirmed & bank_confirmed
     return VerifiedEvidence(quote, log, frozenset(confirmed or ()), frozenset(unlogged), _MINT)
-
-
-def _extended(log: EventLog, pcr: int) -> bool:
-    """Whether any event extends `pcr` (a StartupLocality event alone only sets PCR 0's start)."""
-    return pcr != 0 or log.startup_locality is None or any(
-        event.pcr == 0 and event.event_type != EventType.EV_NO_ACTION for event in log.events)
 
 
 def _diagnose(log: EventLog, bank: str, pcr: int, quoted: bytes,
