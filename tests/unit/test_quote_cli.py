@@ -104,7 +104,8 @@ def test_usage_errors_exit_2(evidence: dict[str, Path | str], override: dict[str
 
 
 @pytest.mark.parametrize("content", [b"", b"not json", b'{"sha256": {"0": "zz"}}',
-                                     b'{"md5": {}}', b"[1, 2]", b'{"sha256": {"99": "00"}}'])
+                                     b'{"md5": {}}', b"[1, 2]", b'{"sha256": {"99": "00"}}',
+                                     b"[" * 100_000])
 def test_bad_pcr_files_exit_2(evidence: dict[str, Path | str], tmp_path: Path,
                               content: bytes) -> None:
     path = tmp_path / "bad.json"

@@ -139,7 +139,7 @@ def _strip_tpm2b_attest(data: bytes) -> bytes:
 def _load_pcrs(data: bytes, *, as_json: bool) -> dict[str, dict[int, bytes]]:
     try:
         document = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: absurdly nested input
         fail(f"--pcrs is not JSON: {error}", as_json=as_json)
     if isinstance(document, dict) and "banks" in document:  # `eventlog replay --json` output
         document = document["banks"]
