@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
@@ -24,14 +23,12 @@ from trustauthority.tpm import (
     parse_tpmt_public,
     pcr_digest,
 )
-from trustauthority.tpm.constants import ObjectAttributes, digest
+from trustauthority.tpm.constants import CRYPTOGRAPHY_HASHES, ObjectAttributes, digest
 from trustauthority.tpm.reader import tpm2b, u16, u32, u64
 
 AK_ATTRIBUTES = (ObjectAttributes.FIXED_TPM | ObjectAttributes.FIXED_PARENT
                  | ObjectAttributes.SENSITIVE_DATA_ORIGIN | ObjectAttributes.USER_WITH_AUTH
                  | ObjectAttributes.RESTRICTED | ObjectAttributes.SIGN_ENCRYPT)
-_HASH: dict[int, hashes.HashAlgorithm] = {
-    Alg.SHA1: hashes.SHA1(), Alg.SHA256: hashes.SHA256(), Alg.SHA384: hashes.SHA384()}
 
 
 def ecc_public_bytes(key: ec.EllipticCurvePublicKey, *, scheme: int = Alg.ECDSA,
@@ -96,7 +93,7 @@ class FakeAk:
                 + selection.marshal() + tpm2b(quoted))
 
     def sign(self, message: bytes) -> bytes:
-        hash_algorithm = _HASH[self.hash_alg]
+        hash_algorithm = CRYPTOGRAPHY_HASHES[self.hash_alg]
         if isinstance(self.private_key, ec.EllipticCurvePrivateKey):
             der = self.private_key.sign(message, ec.ECDSA(hash_algorithm))
             r, s = decode_dss_signature(der)

@@ -6,16 +6,13 @@ from __future__ import annotations
 import hmac
 
 from cryptography.hazmat.decrepit.ciphers.modes import CFB
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from trustauthority.tpm import Credential, TpmPublic, kdfa, kdfe
-from trustauthority.tpm.constants import DIGEST_SIZES, hashlib_name
+from trustauthority.tpm.constants import CRYPTOGRAPHY_HASHES, DIGEST_SIZES, hashlib_name
 from trustauthority.tpm.public import CURVE_BYTES, EccParms
 from trustauthority.tpm.reader import Reader
-
-_HASHES = {0x000B: hashes.SHA256, 0x000C: hashes.SHA384}
 
 
 def soft_activate(ek_private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, ek: TpmPublic,
@@ -25,9 +22,9 @@ def soft_activate(ek_private: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, ek
     secret_reader = Reader(credential.encrypted_secret, "secret")
     encrypted = secret_reader.tpm2b("secret", 1024)
     if isinstance(ek_private, rsa.RSAPrivateKey):
-        hash_cls = _HASHES[name_alg]
+        hash_algorithm = CRYPTOGRAPHY_HASHES[name_alg]
         seed = ek_private.decrypt(encrypted, padding.OAEP(
-            mgf=padding.MGF1(hash_cls()), algorithm=hash_cls(), label=b"IDENTITY\x00"))
+            mgf=padding.MGF1(hash_algorithm), algorithm=hash_algorithm, label=b"IDENTITY\x00"))
     else:
         parms = ek.parms
         assert isinstance(parms, EccParms)
