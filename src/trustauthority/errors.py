@@ -21,10 +21,15 @@ messages and exit codes, and the API (later) maps them to HTTP in one place::
     │   ├── CertificateError          an EK certificate does not chain to a trusted TPM CA
     │   └── KeyAttributesError        an AK is not a restricted, TPM-bound signing key
     ├── PolicyViolation               verified evidence that the policy does not accept
+    ├── AccessError                   who is calling, and may they?
+    │   ├── AuthenticationFailed      no credential, an unknown, revoked or expired one (HTTP 401)
+    │   └── PermissionDenied          a valid principal outside the role for this action (HTTP 403)
     ├── AuditChainBroken              the audit log was edited, truncated, reordered or spliced
     ├── ConfigError                   our own configuration is wrong
     ├── BackendUnavailable            a TPM, key server or database cannot be reached
     └── UsageError                    a caller (CLI user, API client) asked for something invalid
+        ├── NotFound                  the named object does not exist (HTTP 404)
+        └── Conflict                  the request contradicts the stored state (HTTP 409)
 
 Security decisions raise; nothing returns ``False`` for "not verified".
 """
@@ -129,6 +134,24 @@ class PolicyViolation(TrustAuthorityError):
     error_type = "policy_violation"
 
 
+class AccessError(TrustAuthorityError):
+    """The caller is not known, or not allowed to do what it asked."""
+
+    error_type = "access_denied"
+
+
+class AuthenticationFailed(AccessError):
+    """No credential, or one that is unknown, revoked or expired. Says no more than that."""
+
+    error_type = "unauthenticated"
+
+
+class PermissionDenied(AccessError):
+    """An authenticated principal asked for an action outside its roles."""
+
+    error_type = "forbidden"
+
+
 class AuditChainBroken(TrustAuthorityError):
     """An audit log entry does not follow from the one before it."""
 
@@ -149,3 +172,11 @@ class BackendUnavailable(TrustAuthorityError):
 
 class UsageError(TrustAuthorityError):
     error_type = "usage_error"
+
+
+class NotFound(UsageError):
+    error_type = "not_found"
+
+
+class Conflict(UsageError):
+    error_type = "conflict"

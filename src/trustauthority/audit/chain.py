@@ -61,6 +61,11 @@ def _canonical(body: Mapping[str, Any]) -> bytes:
                       allow_nan=False).encode()
 
 
+def canonical_json(value: Mapping[str, Any]) -> str:
+    """The stored form of an entry's details (the same bytes the hash covers)."""
+    return _canonical(value).decode()
+
+
 def _hash(body: Mapping[str, Any]) -> str:
     return hashlib.sha256(_canonical(body)).hexdigest()
 
@@ -77,15 +82,28 @@ def append(previous: AuditEntry | None, *, time: datetime, principal: str, role:
            action: str, target: str, outcome: str, request_id: str,
            details: Mapping[str, Any] | None = None) -> AuditEntry:
     """The entry that follows `previous` (or starts the chain)."""
+    if previous is None:
+        return append_after(-1, GENESIS_HASH, time=time, principal=principal, role=role,
+                            action=action, target=target, outcome=outcome,
+                            request_id=request_id, details=details)
+    return append_after(previous.sequence, previous.entry_hash, time=time, principal=principal,
+                        role=role, action=action, target=target, outcome=outcome,
+                        request_id=request_id, details=details)
+
+
+def append_after(head_sequence: int, head_hash: str, *, time: datetime, principal: str,
+                 role: str, action: str, target: str, outcome: str, request_id: str,
+                 details: Mapping[str, Any] | None = None) -> AuditEntry:
+    """The entry that follows the chain's head (sequence -1 and the genesis hash: empty)."""
     details = dict(details or {})
     _check_details(details)
     if time.tzinfo is None:
         raise UsageError("audit times must be timezone-aware (UTC)")
     body: dict[str, Any] = {
-        "sequence": 0 if previous is None else previous.sequence + 1,
+        "sequence": head_sequence + 1,
         "time": time.isoformat(), "principal": principal, "role": role, "action": action,
         "target": target, "outcome": outcome, "request_id": request_id, "details": details,
-        "previous_hash": GENESIS_HASH if previous is None else previous.entry_hash,
+        "previous_hash": head_hash,
     }
     try:
         entry_hash = _hash(body)

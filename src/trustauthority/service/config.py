@@ -1,0 +1,75 @@
+"""The service's configuration file (`DATA_DIR/config.toml`), validated with pydantic.
+
+Relative paths are relative to the data directory, so a data directory can be moved or restored
+as a whole. Environment variables override the file for the two things that differ between
+replicas of one deployment: `TA_DATABASE_URL` and `TA_MASTER_KEY_FILE`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from trustauthority.errors import ConfigError
+
+CONFIG_NAME = "config.toml"
+
+
+class TlsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    certificate: str = "tls/server.pem"
+    private_key: str = "tls/server-key.pem"
+    #: CA whose client certificates are accepted for mTLS (the service's own CA)
+    client_ca: str = "tls/ca.pem"
+
+
+class ServiceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    database_url: str
+    master_key_file: str = "master.key"
+    listen_host: str = "127.0.0.1"
+    listen_port: int = Field(default=8443, ge=1, le=65535)
+    tls: TlsConfig = TlsConfig()
+    audit_checkpoint_interval: int = Field(default=100, ge=1, le=1_000_000)
+    max_request_bytes: int = Field(default=1_048_576, ge=1024, le=256 * 1024 * 1024)
+
+    def path(self, data_dir: Path, value: str) -> Path:
+        candidate = Path(value)
+        return candidate if candidate.is_absolute() else data_dir / candidate
+
+
+def write_config(data_dir: Path, config: ServiceConfig) -> Path:
+    target = data_dir / CONFIG_NAME
+    # owner-only: a PostgreSQL URL may carry a password
+    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write("# Trust Authority service configuration (paths relative to this "
+                     "directory)\n" + tomli_w.dumps(config.model_dump()))
+    return target
+
+
+def load_config(data_dir: Path) -> ServiceConfig:
+    source = data_dir / CONFIG_NAME
+    try:
+        raw = tomllib.loads(source.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{source} does not exist; run `trustauthority init --data-dir "
+                          f"{data_dir}` first") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"cannot read {source}: {error}") from None
+    if url := os.environ.get("TA_DATABASE_URL"):
+        raw["database_url"] = url
+    if key_file := os.environ.get("TA_MASTER_KEY_FILE"):
+        raw["master_key_file"] = key_file
+    try:
+        return ServiceConfig.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"{source}: {where}: {first['msg']}") from None

@@ -1,0 +1,105 @@
+"""API tokens and client certificates: making them, and turning one into a `Caller`.
+
+A token is `tat_<id>_<secret>`: the id finds the row, the secret (256 random bits) is checked
+against a SHA-256 hash. A fast hash is right here: the secret is random, not a password, so there
+is nothing to brute-force, and a slow hash would only slow every API call. Failures say the same
+thing whatever went wrong, so a caller learns nothing about which tokens exist; the audit log
+gets the real reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from trustauthority.errors import AuthenticationFailed
+from trustauthority.service.authz import Caller, parse_roles
+from trustauthority.store.models import ApiToken, ClientCertificate, Principal
+
+TOKEN_PREFIX = "tat"  # noqa: S105 - a public prefix that secret scanners can match, not a secret
+_TOKEN = re.compile(r"^tat_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+
+
+@dataclass(frozen=True)
+class NewToken:
+    token_id: str
+    secret_hash: str
+    token: str  # shown once, never stored
+
+
+def new_token() -> NewToken:
+    token_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    return NewToken(token_id, hash_secret(token_id, secret),
+                    f"{TOKEN_PREFIX}_{token_id}_{secret}")
+
+
+def hash_secret(token_id: str, secret: str) -> str:
+    return hashlib.sha256(f"trustauthority api token v1\0{token_id}\0{secret}".encode()
+                          ).hexdigest()
+
+
+class CredentialRefused(AuthenticationFailed):
+    """AuthenticationFailed with the real reason, kept for the audit log only."""
+
+    def __init__(self, reason: str, credential: str) -> None:
+        self.reason = reason
+        self.credential = credential
+        super().__init__("invalid, expired or revoked credential")
+
+
+def _active_principal(session: Session, principal_id: str, credential: str) -> Principal:
+    principal = session.get(Principal, principal_id)
+    if principal is None or principal.revoked_at is not None:
+        raise CredentialRefused("principal revoked", credential)
+    return principal
+
+
+def _caller(principal: Principal, credential: str) -> Caller:
+    return Caller(principal_id=principal.id, name=principal.name,
+                  roles=parse_roles(role.role for role in principal.roles),
+                  credential=credential)
+
+
+def token_id_of(unverified_token: str) -> str | None:
+    """The id part of something that looks like a token (for the audit log), else None."""
+    match = _TOKEN.match(unverified_token)
+    return match.group(1) if match else None
+
+
+def authenticate_token(session: Session, unverified_token: str, now: datetime) -> Caller:
+    match = _TOKEN.match(unverified_token)
+    if match is None:
+        raise CredentialRefused("not a Trust Authority API token", "token:malformed")
+    token_id, secret = match.groups()
+    credential = f"token:{token_id}"
+    row = session.get(ApiToken, token_id)
+    # the hash is compared even for unknown ids, so timing does not tell which ids exist
+    expected = row.secret_hash if row is not None else "0" * 64
+    if not hmac.compare_digest(expected, hash_secret(token_id, secret)) or row is None:
+        raise CredentialRefused("unknown token or wrong secret", credential)
+    if row.revoked_at is not None:
+        raise CredentialRefused("token revoked", credential)
+    if row.expires_at is not None and row.expires_at <= now:
+        raise CredentialRefused("token expired", credential)
+    return _caller(_active_principal(session, row.principal_id, credential), credential)
+
+
+def authenticate_certificate(session: Session, fingerprint_sha256: str,
+                             now: datetime) -> Caller:
+    """A client certificate the TLS layer already verified against the service's CA."""
+    credential = f"certificate:{fingerprint_sha256[:16]}"
+    row = session.get(ClientCertificate, fingerprint_sha256)
+    if row is None:
+        raise CredentialRefused("certificate not issued to a principal", credential)
+    if row.revoked_at is not None:
+        raise CredentialRefused("certificate revoked", credential)
+    if row.not_after <= now:
+        raise CredentialRefused("certificate expired", credential)
+    return _caller(_active_principal(session, row.principal_id, credential), credential)

@@ -1,0 +1,113 @@
+"""The service's own keys, kept in the store with the private half sealed under the master key.
+
+Every replica reads the same keys from the database, so any of them can sign an audit
+checkpoint (and, later, tokens) and issue client certificates; the master key is what a replica
+needs besides the database URL. Opened keys are cached in memory per process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from enum import StrEnum
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from trustauthority.errors import ConfigError
+from trustauthority.store.masterkey import MasterKey
+from trustauthority.store.models import ServiceKey
+
+
+class KeyPurpose(StrEnum):
+    AUDIT = "audit"  # signs audit checkpoints
+    TLS_CA = "tls-ca"  # issues the server's and principals' TLS certificates
+
+
+def key_id(public: ec.EllipticCurvePublicKey) -> str:
+    der = public.public_bytes(serialization.Encoding.DER,
+                              serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()[:32]
+
+
+def load_public_pem(pem: str) -> ec.EllipticCurvePublicKey:
+    try:
+        public = serialization.load_pem_public_key(pem.encode())
+    except ValueError:
+        raise ConfigError("a stored service public key does not parse") from None
+    if not isinstance(public, ec.EllipticCurvePublicKey):
+        raise ConfigError("service keys are ECDSA keys")
+    return public
+
+
+class ServiceKeys:
+    def __init__(self, master_key: MasterKey, clock: Callable[[], datetime]) -> None:
+        self._master_key = master_key
+        self._clock = clock
+        self._opened: dict[str, ec.EllipticCurvePrivateKey] = {}
+        self._lock = threading.Lock()
+
+    def _purpose_label(self, kid: str) -> str:
+        return f"service-key:{kid}"
+
+    def store(self, session: Session, purpose: KeyPurpose, key: ec.EllipticCurvePrivateKey,
+              certificate: x509.Certificate | None = None) -> str:
+        kid = key_id(key.public_key())
+        private_der = key.private_bytes(serialization.Encoding.DER,
+                                        serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption())
+        session.add(ServiceKey(
+            kid=kid, purpose=purpose.value, algorithm="ES256",
+            public_pem=key.public_key().public_bytes(
+                serialization.Encoding.PEM,
+                serialization.PublicFormat.SubjectPublicKeyInfo).decode(),
+            certificate_pem=(certificate.public_bytes(serialization.Encoding.PEM).decode()
+                             if certificate is not None else None),
+            private_sealed=self._master_key.seal(private_der, purpose=self._purpose_label(kid)),
+            created_at=self._clock(),
+        ))
+        return kid
+
+    def create(self, session: Session, purpose: KeyPurpose) -> str:
+        return self.store(session, purpose, ec.generate_private_key(ec.SECP256R1()))
+
+    def _active(self, session: Session, purpose: KeyPurpose) -> ServiceKey:
+        row = session.scalars(
+            select(ServiceKey).where(ServiceKey.purpose == purpose.value,
+                                     ServiceKey.retired_at.is_(None))
+            .order_by(ServiceKey.created_at.desc()).limit(1)).first()
+        if row is None:
+            raise ConfigError(f"the store holds no {purpose.value} key; run `trustauthority init`")
+        return row
+
+    def signer(self, session: Session, purpose: KeyPurpose,
+               ) -> tuple[str, ec.EllipticCurvePrivateKey]:
+        row = self._active(session, purpose)
+        with self._lock:
+            key = self._opened.get(row.kid)
+        if key is None:
+            der = self._master_key.open(row.private_sealed, purpose=self._purpose_label(row.kid))
+            loaded = serialization.load_der_private_key(der, password=None)
+            if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+                raise ConfigError(f"service key {row.kid} is not an ECDSA key")
+            key = loaded
+            with self._lock:
+                self._opened[row.kid] = key
+        return row.kid, key
+
+    def certificate(self, session: Session, purpose: KeyPurpose) -> x509.Certificate:
+        row = self._active(session, purpose)
+        if row.certificate_pem is None:
+            raise ConfigError(f"the {purpose.value} key has no certificate")
+        return x509.load_pem_x509_certificate(row.certificate_pem.encode())
+
+    def public_keys(self, session: Session,
+                    purpose: KeyPurpose) -> dict[str, ec.EllipticCurvePublicKey]:
+        """Every key of `purpose`, retired ones included (old signatures stay checkable)."""
+        rows = session.scalars(select(ServiceKey).where(ServiceKey.purpose == purpose.value))
+        return {row.kid: load_public_pem(row.public_pem) for row in rows}

@@ -1,0 +1,94 @@
+"""The service platform: one object that owns the store, the keys, the audit log and the use
+cases, built once per process by `serve` (and by tests) and shared by every request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+from trustauthority.audit.chain import AuditEntry
+from trustauthority.errors import PermissionDenied
+from trustauthority.service.audit import AuditFilter, AuditLog, AuditVerification, Checkpoint
+from trustauthority.service.authz import Caller, Permission, authorize
+from trustauthority.service.credentials import (
+    CredentialRefused,
+    authenticate_certificate,
+    authenticate_token,
+)
+from trustauthority.service.keys import ServiceKeys
+from trustauthority.service.principals import PrincipalService
+from trustauthority.store.db import Database
+from trustauthority.store.masterkey import MasterKey
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Platform:
+    def __init__(self, db: Database, master_key: MasterKey, *,
+                 clock: Callable[[], datetime] = utc_now,
+                 audit_checkpoint_interval: int = 100) -> None:
+        self.db = db
+        self.clock = clock
+        self.keys = ServiceKeys(master_key, clock)
+        self.audit = AuditLog(self.keys, clock, audit_checkpoint_interval)
+        self.principals = PrincipalService(db, self.audit, self.keys, clock)
+
+    # -- authentication --------------------------------------------------------------------
+
+    def authenticate(self, *, token: str | None, certificate_fingerprint: str | None,
+                     request_id: str, source: str) -> Caller:
+        """The caller behind a bearer token or a verified client certificate.
+
+        A failure is audited (with the reason, never the token) in its own transaction, then
+        re-raised as the same bland AuthenticationFailed for the caller.
+        """
+        try:
+            with self.db.session() as session:
+                if token is not None:
+                    return authenticate_token(session, token, self.clock())
+                if certificate_fingerprint is not None:
+                    return authenticate_certificate(session, certificate_fingerprint,
+                                                    self.clock())
+                raise CredentialRefused("no credential presented", "none")
+        except CredentialRefused as refused:
+            with self.db.session() as session:
+                self.audit.record(session, principal="-", role="-",
+                                  action="auth.failure", target=refused.credential,
+                                  outcome="denied", request_id=request_id,
+                                  details={"reason": refused.reason, "source": source})
+            raise
+
+    def record_denial(self, caller: Caller, denied: PermissionDenied, *, action: str,
+                      request_id: str) -> None:
+        """Audit a refused action (its own transaction: the action's was rolled back)."""
+        with self.db.session() as session:
+            self.audit.record(session, principal=caller.name, role=caller.role_names,
+                              action=action, target="-", outcome="denied",
+                              request_id=request_id, details={"reason": str(denied)})
+
+    # -- audit use cases ---------------------------------------------------------------------
+
+    def audit_entries(self, caller: Caller, query: AuditFilter) -> list[AuditEntry]:
+        authorize(caller, Permission.AUDIT_READ)
+        with self.db.session() as session:
+            return self.audit.entries(session, query)
+
+    def audit_export(self, caller: Caller) -> Iterator[AuditEntry]:
+        authorize(caller, Permission.AUDIT_READ)
+        with self.db.session() as session:
+            yield from self.audit.export(session)
+
+    def audit_verify(self, caller: Caller) -> AuditVerification:
+        authorize(caller, Permission.AUDIT_READ)
+        with self.db.session() as session:
+            return self.audit.verify(session)
+
+    def audit_checkpoint(self, caller: Caller, request_id: str) -> Checkpoint | None:
+        role = authorize(caller, Permission.AUDIT_CHECKPOINT)
+        with self.db.session() as session:
+            self.audit.record(session, principal=caller.name, role=role,
+                              action="audit.checkpoint", target="audit-log", outcome="success",
+                              request_id=request_id)
+            return self.audit.checkpoint(session)

@@ -1,0 +1,123 @@
+"""Opening the store: engine, sessions, migrations, readiness.
+
+SQLite gets WAL (readers never wait for the writer), foreign keys, a busy timeout, and
+`BEGIN IMMEDIATE` transactions: a transaction that reads and then writes (the audit chain's head)
+takes the write lock up front instead of failing half-way with "database is locked".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from trustauthority.errors import BackendUnavailable, ConfigError, Conflict
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path.resolve()}"
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(connection: Any, _record: Any) -> None:
+        # pysqlite's own transaction handling is switched off so that we issue BEGIN ourselves
+        connection.isolation_level = None
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """One engine and its session factory."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ConfigError(f"not a database URL: {url!r}") from None
+        self.url = url
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ConfigError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
+        try:
+            self.engine = create_engine(url, echo=echo, pool_pre_ping=True)
+        except (ArgumentError, ImportError) as error:
+            raise ConfigError(f"cannot use database {parsed.render_as_string()}: {error}") from None
+        if self.dialect == "sqlite":
+            _configure_sqlite(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @staticmethod
+    def hide_password(url: str) -> str:
+        return make_url(url).render_as_string(hide_password=True)
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password hidden, for logs and errors."""
+        return self.hide_password(self.url)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed when the block ends, rolled back when it raises."""
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except IntegrityError as error:
+            # two writers raced for the same name or key: the loser's change is refused whole
+            raise Conflict("the change conflicts with one made at the same time; "
+                           "retry") from error
+        except SQLAlchemyError as error:
+            raise BackendUnavailable(
+                f"database {self.display_url}: {type(error).__name__}") from error
+
+    def ping(self) -> None:
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError as error:
+            raise BackendUnavailable(
+                f"database {self.display_url} unreachable: {type(error).__name__}") from None
+
+    def _alembic(self, connection: Any) -> Config:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = connection
+        return config
+
+    def upgrade(self) -> None:
+        """Apply every migration not yet applied (what `init` and an upgrade run)."""
+        try:
+            with self.engine.begin() as connection:
+                command.upgrade(self._alembic(connection), "head")
+        except SQLAlchemyError as error:
+            raise BackendUnavailable(
+                f"cannot migrate {self.display_url}: {type(error).__name__}: {error}") from None
+
+    def schema_is_current(self) -> bool:
+        script = ScriptDirectory.from_config(self._alembic(None))
+        with self.engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_heads()
+        return set(current) == set(script.get_heads())
+
+    def dispose(self) -> None:
+        self.engine.dispose()
