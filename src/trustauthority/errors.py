@@ -180,3 +180,14 @@ class NotFound(UsageError):
 
 class Conflict(UsageError):
     error_type = "conflict"
+
+
+def error_class_for(error_type: str) -> type[TrustAuthorityError]:
+    """The class whose `error_type` is `error_type` (how the client re-raises API errors)."""
+    pending: list[type[TrustAuthorityError]] = [TrustAuthorityError]
+    while pending:
+        cls = pending.pop()
+        if cls.__dict__.get("error_type") == error_type:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return TrustAuthorityError

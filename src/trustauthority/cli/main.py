@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from trustauthority import __version__
-from trustauthority.cli import demo, eventlog, quote
+from trustauthority.cli import audit, demo, eventlog, principal, quote, service
+from trustauthority.cli.connect import ConnectionFlags
 
 app = typer.Typer(
     name="trustauthority",
@@ -14,6 +17,34 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@app.callback()
+def connection(
+    ctx: typer.Context,
+    profile: Annotated[str | None, typer.Option(
+        help="CLI profile to use (default: 'default').", envvar="TA_PROFILE")] = None,
+    server: Annotated[str | None, typer.Option(help="Service URL.", envvar="TA_SERVER")] = None,
+    ca: Annotated[str | None, typer.Option(help="CA certificate of the service (PEM).",
+                                           envvar="TA_CA")] = None,
+    token: Annotated[str | None, typer.Option(help="API token (prefer TA_TOKEN or a profile).",
+                                              envvar="TA_TOKEN", show_envvar=True)] = None,
+    client_cert: Annotated[str | None, typer.Option(help="mTLS client certificate (PEM).",
+                                                    envvar="TA_CLIENT_CERT")] = None,
+    client_key: Annotated[str | None, typer.Option(help="mTLS client key (PEM).",
+                                                   envvar="TA_CLIENT_KEY")] = None,
+) -> None:
+    """How to reach the service: flags, then environment, then the saved profile."""
+    ctx.obj = ConnectionFlags(profile=profile, server=server, ca=ca, token=token,
+                              client_cert=client_cert, client_key=client_key)
+
+
+app.command("init")(service.init)
+app.command("serve")(service.serve)
+app.command("login")(service.login)
+app.command("whoami")(principal.whoami)
+app.add_typer(principal.app, name="principal")
+app.add_typer(audit.app, name="audit")
 app.add_typer(eventlog.app, name="eventlog")
 app.add_typer(quote.app, name="quote")
 app.command("demo")(demo.demo)

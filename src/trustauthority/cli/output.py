@@ -8,13 +8,20 @@ from typing import Any, NoReturn
 
 from rich.console import Console
 
-from trustauthority.errors import BackendUnavailable, EvidenceError, TrustAuthorityError
+from trustauthority.errors import (
+    AccessError,
+    AuditChainBroken,
+    BackendUnavailable,
+    EvidenceError,
+    TrustAuthorityError,
+)
 
 #: exit codes every command uses
 EXIT_OK = 0
 EXIT_REJECTED = 1  # evidence (or a request) was checked and refused
 EXIT_USAGE = 2  # bad arguments, unreadable files
 EXIT_UNAVAILABLE = 3  # a backend (TPM, key server, service) cannot be reached
+EXIT_DENIED = 4  # the service did not accept our credential, or our role may not do this
 
 console = Console()
 err_console = Console(stderr=True)
@@ -36,8 +43,10 @@ def fail(message: str, code: int = EXIT_USAGE, *, as_json: bool = False,
 
 def fail_with(error: TrustAuthorityError, *, as_json: bool = False) -> NoReturn:
     """Map one of our typed errors onto the CLI's exit codes."""
-    if isinstance(error, EvidenceError):
+    if isinstance(error, EvidenceError | AuditChainBroken):
         code = EXIT_REJECTED
+    elif isinstance(error, AccessError) or error.error_type in ("unauthenticated", "forbidden"):
+        code = EXIT_DENIED
     elif isinstance(error, BackendUnavailable):
         code = EXIT_UNAVAILABLE
     else:

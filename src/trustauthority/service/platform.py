@@ -72,17 +72,21 @@ class Platform:
 
     def audit_entries(self, caller: Caller, query: AuditFilter) -> list[AuditEntry]:
         authorize(caller, Permission.AUDIT_READ)
-        with self.db.session() as session:
+        with self.db.session(read_only=True) as session:
             return self.audit.entries(session, query)
 
     def audit_export(self, caller: Caller) -> Iterator[AuditEntry]:
+        """Every entry in order (authorized now, streamed as the caller reads)."""
         authorize(caller, Permission.AUDIT_READ)
-        with self.db.session() as session:
+        return self._export()
+
+    def _export(self) -> Iterator[AuditEntry]:
+        with self.db.session(read_only=True) as session:
             yield from self.audit.export(session)
 
     def audit_verify(self, caller: Caller) -> AuditVerification:
         authorize(caller, Permission.AUDIT_READ)
-        with self.db.session() as session:
+        with self.db.session(read_only=True) as session:
             return self.audit.verify(session)
 
     def audit_checkpoint(self, caller: Caller, request_id: str) -> Checkpoint | None:

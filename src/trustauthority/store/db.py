@@ -44,7 +44,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # readers take no lock up front (WAL lets them read beside the writer)
+        read_only = connection.get_execution_options().get("ta_read_only", False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -66,6 +68,8 @@ class Database:
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._readers = sessionmaker(
+            self.engine.execution_options(ta_read_only=True), expire_on_commit=False)
 
     @staticmethod
     def hide_password(url: str) -> str:
@@ -77,10 +81,15 @@ class Database:
         return self.hide_password(self.url)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A transaction: committed when the block ends, rolled back when it raises."""
+    def session(self, *, read_only: bool = False) -> Iterator[Session]:
+        """A transaction: committed when the block ends, rolled back when it raises.
+
+        `read_only` transactions take no write lock on SQLite, for reads that may be long
+        (exports, verification); on PostgreSQL every transaction is the same.
+        """
+        factory = self._readers if read_only else self._sessions
         try:
-            with self._sessions.begin() as session:
+            with factory.begin() as session:
                 yield session
         except IntegrityError as error:
             # two writers raced for the same name or key: the loser's change is refused whole

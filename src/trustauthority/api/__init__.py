@@ -1,0 +1,1 @@
+"""The HTTPS API (FastAPI): routers, authentication, the one error→HTTP mapping, the server."""

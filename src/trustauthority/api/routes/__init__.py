@@ -1,0 +1,1 @@
+"""Routers of `/v1`, one module per area."""

@@ -1,0 +1,37 @@
+"""Liveness, readiness and "who am I"."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+
+from trustauthority.api.routes.convert import principal_out
+from trustauthority.api.security import Requires, platform_of
+from trustauthority.schemas import Health, Readiness, WhoAmI
+from trustauthority.service.authz import Caller, Permission
+
+public = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"])
+
+
+@public.get("/healthz", response_model=Health)
+def healthz() -> Health:
+    """The process is alive."""
+    return Health(status="ok")
+
+
+@public.get("/readyz", response_model=Readiness)
+def readyz(request: Request) -> Readiness:
+    """The database is reachable (503 otherwise)."""
+    platform = platform_of(request)
+    platform.db.ping()
+    return Readiness(status="ready", database=platform.db.dialect,
+                     schema_current=platform.db.schema_is_current())
+
+
+@router.get("/whoami", response_model=WhoAmI)
+def whoami(request: Request,
+           caller: Annotated[Caller, Depends(Requires(Permission.SELF_READ))]) -> WhoAmI:
+    view = platform_of(request).principals.whoami(caller)
+    return WhoAmI(principal=principal_out(view), credential=caller.credential)

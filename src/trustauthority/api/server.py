@@ -1,0 +1,80 @@
+"""`trustauthority serve`: the API on uvicorn over HTTPS (TLS 1.2 or newer), mTLS optional.
+
+A client may present a certificate issued by the service's CA (verified in the handshake) or a
+bearer token. `--insecure-http` exists for local development only and says so loudly. SIGTERM
+and SIGINT shut down gracefully: new connections stop, requests in flight finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from trustauthority.api.app import create_app
+from trustauthority.api.tlsinfo import ClientCertH11Protocol
+from trustauthority.errors import ConfigError
+from trustauthority.service.config import ServiceConfig, load_config
+from trustauthority.service.platform import Platform
+from trustauthority.store.db import Database
+from trustauthority.store.masterkey import load_master_key_file
+
+log = logging.getLogger("trustauthority.serve")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    data_dir: Path
+    host: str | None = None
+    port: int | None = None
+    insecure_http: bool = False
+
+
+def open_platform(data_dir: Path, config: ServiceConfig) -> Platform:
+    master_key = load_master_key_file(config.path(data_dir, config.master_key_file))
+    db = Database(config.database_url)
+    db.ping()
+    db.upgrade()  # a new release's migrations apply on start, as after `init`
+    return Platform(db, master_key, audit_checkpoint_interval=config.audit_checkpoint_interval)
+
+
+def build_server(options: ServeOptions) -> tuple[uvicorn.Server, Platform]:
+    config = load_config(options.data_dir)
+    platform = open_platform(options.data_dir, config)
+    app = create_app(platform, max_request_bytes=config.max_request_bytes)
+    host = options.host or config.listen_host
+    port = options.port if options.port is not None else config.listen_port
+    common = {"host": host, "port": port, "http": ClientCertH11Protocol, "lifespan": "off",
+              "server_header": False, "timeout_graceful_shutdown": 10, "log_config": None,
+              "proxy_headers": False}
+    if options.insecure_http:
+        uv_config = uvicorn.Config(app, **common)  # type: ignore[arg-type]
+    else:
+        certificate = config.path(options.data_dir, config.tls.certificate)
+        key = config.path(options.data_dir, config.tls.private_key)
+        client_ca = config.path(options.data_dir, config.tls.client_ca)
+        for path in (certificate, key, client_ca):
+            if not path.is_file():
+                raise ConfigError(f"TLS file {path} is missing")
+        uv_config = uvicorn.Config(
+            app, ssl_certfile=str(certificate), ssl_keyfile=str(key),
+            ssl_ca_certs=str(client_ca), ssl_cert_reqs=ssl.CERT_OPTIONAL,
+            **common)  # type: ignore[arg-type]
+    uv_config.load()
+    if uv_config.ssl is not None:
+        uv_config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+    return uvicorn.Server(uv_config), platform
+
+
+def serve(options: ServeOptions) -> None:
+    server, platform = build_server(options)
+    if options.insecure_http:
+        log.warning("INSECURE: serving plain HTTP; tokens cross the network in the clear. "
+                    "For local development only.")
+    try:
+        server.run()
+    finally:
+        platform.db.dispose()

@@ -1,0 +1,161 @@
+"""`ta audit …`: read, export and verify the audit log (online, or offline on a copy)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from trustauthority.cli.connect import call, handled
+from trustauthority.cli.output import EXIT_REJECTED, console, fail, print_json
+from trustauthority.client import TrustAuthorityClient
+from trustauthority.errors import AuditChainBroken, UsageError
+
+app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    since: Annotated[datetime | None, typer.Option(help="Entries at or after (ISO 8601).")]
+    = None,
+    action: Annotated[str | None, typer.Option(help="Only this action, e.g. principal.create.")]
+    = None,
+    principal: Annotated[str | None, typer.Option(help="Only entries by this principal.")]
+    = None,
+    after: Annotated[int | None, typer.Option(help="Only entries after this sequence.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many.")] = 100,
+    as_json: Json = False,
+) -> None:
+    """List audit entries.  Example: `ta audit list --action auth.failure`"""
+    entries = call(ctx, as_json, lambda client: client.audit_entries(
+        since=since, action=action, principal=principal, after=after, limit=limit))
+    if as_json:
+        print_json([entry.model_dump(mode="json") for entry in entries])
+        return
+    table = Table("#", "time", "principal", "role", "action", "target", "outcome", "details")
+    for entry in entries:
+        outcome = entry.outcome if entry.outcome == "success" else f"[red]{entry.outcome}[/]"
+        table.add_row(str(entry.sequence), entry.time[:19].replace("T", " "), entry.principal,
+                      entry.role, entry.action, entry.target, outcome,
+                      json.dumps(entry.details, sort_keys=True)[:60])
+    console.print(table)
+
+
+@app.command("export")
+def export(
+    ctx: typer.Context,
+    jsonl: Annotated[bool, typer.Option("--jsonl", help="JSON lines (the only format).")]
+    = True,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File (default stdout).")]
+    = None,
+) -> None:
+    """Export every entry as JSON lines.  Example: `ta audit export --jsonl -o audit.jsonl`"""
+    def write(client: TrustAuthorityClient) -> int:
+        handle = sys.stdout if output is None else output.open("w")
+        count = 0
+        try:
+            for entry in client.audit_export():
+                handle.write(json.dumps(entry, sort_keys=True) + "\n")
+                count += 1
+        finally:
+            if output is not None:
+                handle.close()
+        return count
+
+    count = call(ctx, False, write)
+    if output is not None:
+        console.print(f"Exported {count} entries to {output}")
+
+
+def _verify_offline(database: str, audit_key: Path | None) -> dict[str, object]:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from trustauthority.service.audit import AuditLog
+    from trustauthority.service.keys import ServiceKeys, key_id, load_public_pem
+    from trustauthority.service.platform import utc_now
+    from trustauthority.store.db import Database
+
+    pinned: dict[str, ec.EllipticCurvePublicKey] | None = None
+    if audit_key is not None:
+        try:
+            public = load_public_pem(audit_key.read_text())
+        except OSError as error:
+            raise UsageError(f"cannot read {audit_key}: {error.strerror}") from None
+        pinned = {key_id(public): public}
+
+    class _NoMasterKey:
+        """Offline verification needs public keys only; nothing is ever opened."""
+
+        key_id = "none"
+
+        def seal(self, plaintext: bytes, *, purpose: str) -> bytes:
+            raise UsageError("offline verification does not seal")
+
+        def open(self, sealed: bytes, *, purpose: str) -> bytes:
+            raise UsageError("offline verification does not open secrets")
+
+    db = Database(database)
+    try:
+        log = AuditLog(ServiceKeys(_NoMasterKey(), utc_now), utc_now)
+        with db.session(read_only=True) as session:
+            result = log.verify(session, pinned)
+    finally:
+        db.dispose()
+    return {"ok": True, "entries": result.entries, "head_sequence": result.head_sequence,
+            "head_hash": result.head_hash, "checkpoints": result.checkpoints,
+            "last_checkpoint": result.last_checkpoint, "unsigned_tail": result.unsigned_tail}
+
+
+@app.command("verify")
+def verify(
+    ctx: typer.Context,
+    database: Annotated[str | None, typer.Option(
+        help="Verify a copy offline: its database URL (e.g. sqlite:///copy.db).")] = None,
+    audit_key: Annotated[Path | None, typer.Option(
+        help="Offline: trust only this audit public key (PEM), not the copy's own.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Check the hash chain and signed checkpoints; name the first broken link.
+
+    Example: `ta audit verify` (ask the service) or `ta audit verify --database sqlite:///c.db`
+    """
+    if database is not None:
+        with handled(as_json):
+            try:
+                report = _verify_offline(database, audit_key)
+            except AuditChainBroken as broken:
+                report = {"ok": False, "broken_at": broken.sequence, "detail": str(broken)}
+    else:
+        report = call(ctx, as_json, lambda client: client.audit_verify()).model_dump()
+    if as_json:
+        print_json(report)
+    elif report["ok"]:
+        signed = (f"{report['checkpoints']} signed checkpoints, the last at entry "
+                  f"#{report['last_checkpoint']} ({report['unsigned_tail']} entries after it)"
+                  if report["checkpoints"] else "no signed checkpoint yet")
+        console.print(f"[bold green]audit log intact[/]: {report['entries']} entries, head "
+                      f"#{report['head_sequence']} {str(report['head_hash'])[:16]}…; {signed}")
+    if not report["ok"]:
+        if as_json:
+            raise SystemExit(EXIT_REJECTED)
+        fail(f"audit log broken at entry {report['broken_at']}: {report['detail']}",
+             EXIT_REJECTED, error_type="audit_chain_broken")
+
+
+@app.command("checkpoint")
+def checkpoint(ctx: typer.Context, as_json: Json = False) -> None:
+    """Sign the current head of the chain now.  Example: `ta audit checkpoint`"""
+    made = call(ctx, as_json, lambda client: client.audit_checkpoint())
+    if as_json:
+        print_json(made.model_dump())
+    elif made.created:
+        console.print(f"Signed checkpoint at entry #{made.sequence} (key {made.kid}).")
+    else:
+        console.print("The head is already signed (or the log is empty).")

@@ -1,0 +1,83 @@
+"""The CLI's connection profiles: server URL, CA and credential, in `~/.config/trustauthority/`.
+
+`profiles.toml` (owner-only, since it may hold a token) has one table per profile. Flags win over
+environment variables (`TA_SERVER`, `TA_CA`, `TA_TOKEN`, `TA_CLIENT_CERT`, `TA_CLIENT_KEY`,
+`TA_PROFILE`), which win over the profile. `TA_CONFIG_DIR` moves the directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomli_w
+
+from trustauthority.errors import ConfigError, UsageError
+
+PROFILES_FILE = "profiles.toml"
+_KEYS = ("server", "ca", "token", "client_cert", "client_key")
+
+
+def config_dir() -> Path:
+    if explicit := os.environ.get("TA_CONFIG_DIR"):
+        return Path(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "trustauthority"
+
+
+@dataclass(frozen=True)
+class Profile:
+    server: str | None = None
+    ca: str | None = None
+    token: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+
+def _read_all() -> dict[str, dict[str, str]]:
+    path = config_dir() / PROFILES_FILE
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"cannot read {path}: {error}") from None
+    return {name: {k: str(v) for k, v in table.items() if k in _KEYS}
+            for name, table in raw.items() if isinstance(table, dict)}
+
+
+def load_profile(name: str) -> Profile:
+    return Profile(**_read_all().get(name, {}))
+
+
+def save_profile(name: str, profile: Profile) -> Path:
+    directory = config_dir()
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    profiles = _read_all()
+    profiles[name] = {k: v for k, v in vars(profile).items() if v is not None}
+    path = directory / PROFILES_FILE
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(tomli_w.dumps(profiles))
+    return path
+
+
+def resolve(profile_name: str | None, **flags: str | None) -> Profile:
+    """Flags, then environment, then the profile."""
+    name = profile_name or os.environ.get("TA_PROFILE") or "default"
+    stored = load_profile(name)
+    given = {key: flags.get(key) or os.environ.get(f"TA_{key.upper()}") for key in _KEYS}
+    # a credential is taken whole: an explicit token or certificate replaces the profile's
+    explicit_credential = any(given[key] for key in ("token", "client_cert", "client_key"))
+    values = {}
+    for key in _KEYS:
+        inherited = None if explicit_credential and key != "server" and key != "ca" else (
+            getattr(stored, key))
+        values[key] = given[key] or inherited
+    resolved = Profile(**values)
+    if resolved.server is None:
+        raise UsageError(f"no server URL: pass --server, set TA_SERVER, or run `ta login` "
+                         f"(profile {name!r})")
+    return resolved

@@ -1,0 +1,202 @@
+"""A typed client for the Trust Authority API (httpx).
+
+Responses come back as the same pydantic models the server sends; error responses come back as
+the same exceptions the server raised (by their stable `type`), so a caller handles a refused
+request the same way whether it ran in-process or across the network.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from trustauthority.errors import (
+    BackendUnavailable,
+    ConfigError,
+    TrustAuthorityError,
+    error_class_for,
+)
+from trustauthority.schemas import (
+    AuditEntryOut,
+    AuditVerificationOut,
+    CertificateCreate,
+    CertificateOut,
+    CheckpointOut,
+    Health,
+    PrincipalCreate,
+    PrincipalOut,
+    Readiness,
+    TokenCreate,
+    TokenIssued,
+    TokenOut,
+    WhoAmI,
+)
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    token: str | None = None
+    client_certificate: Path | None = None
+    client_key: Path | None = None
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()
+        error_type, detail = str(body["type"]), str(body["detail"])
+        request_id = str(body.get("request_id", "-"))
+    except (ValueError, KeyError, TypeError):
+        error_type, detail, request_id = "http_error", response.text[:200], "-"
+    cls = error_class_for(error_type)
+    if cls is TrustAuthorityError:
+        cls = BackendUnavailable if response.status_code >= 500 else TrustAuthorityError
+    # built without the class's own __init__ (whose arguments differ per class): the server's
+    # message is the message, and the stable type travels with it
+    error = cls.__new__(cls)
+    Exception.__init__(error, f"{detail} (HTTP {response.status_code}, request {request_id})")
+    error.error_type = error_type
+    raise error
+
+
+class TrustAuthorityClient:
+    def __init__(self, base_url: str, credentials: Credentials, *,
+                 ca_file: Path | None = None, timeout: float = 30.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        verify: ssl.SSLContext | bool = True
+        try:
+            context = ssl.create_default_context(
+                cafile=str(ca_file) if ca_file is not None else None)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            if credentials.client_certificate is not None:
+                context.load_cert_chain(str(credentials.client_certificate),
+                                        str(credentials.client_key)
+                                        if credentials.client_key else None)
+            verify = context
+        except (OSError, ssl.SSLError) as error:
+            raise ConfigError(f"cannot load TLS files: {error}") from None
+        headers = {"User-Agent": "trustauthority-client"}
+        if credentials.token is not None:
+            headers["Authorization"] = f"Bearer {credentials.token}"
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, verify=verify,
+                                  timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> TrustAuthorityClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _send(self, method: str, path: str, *, body: BaseModel | None = None,
+              params: dict[str, Any] | None = None) -> httpx.Response:
+        try:
+            response = self._http.request(
+                method, path, params={k: v for k, v in (params or {}).items() if v is not None},
+                content=None if body is None else body.model_dump_json(),
+                headers=None if body is None else {"Content-Type": "application/json"})
+        except httpx.TransportError as error:
+            raise BackendUnavailable(f"cannot reach {self.base_url}: {error}") from None
+        _raise_for(response)
+        return response
+
+    def _call(self, model: type[Model], method: str, path: str, *,
+              body: BaseModel | None = None, params: dict[str, Any] | None = None) -> Model:
+        response = self._send(method, path, body=body, params=params)
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError:
+            raise BackendUnavailable(f"{self.base_url} answered {path} with an unexpected "
+                                     "body") from None
+
+    def _list(self, model: type[Model], path: str,
+              params: dict[str, Any] | None = None) -> list[Model]:
+        response = self._send("GET", path, params=params)
+        try:
+            return TypeAdapter(list[model]).validate_json(response.content)  # type: ignore[valid-type]
+        except ValidationError:
+            raise BackendUnavailable(f"{self.base_url} answered {path} with an unexpected "
+                                     "body") from None
+
+    # -- system ---------------------------------------------------------------------------
+
+    def health(self) -> Health:
+        return self._call(Health, "GET", "/healthz")
+
+    def ready(self) -> Readiness:
+        return self._call(Readiness, "GET", "/readyz")
+
+    def whoami(self) -> WhoAmI:
+        return self._call(WhoAmI, "GET", "/v1/whoami")
+
+    # -- principals ---------------------------------------------------------------------------
+
+    def list_principals(self, *, include_revoked: bool = False) -> list[PrincipalOut]:
+        return self._list(PrincipalOut, "/v1/principals",
+                          {"include_revoked": include_revoked or None})
+
+    def get_principal(self, name: str) -> PrincipalOut:
+        return self._call(PrincipalOut, "GET", f"/v1/principals/{name}")
+
+    def create_principal(self, request: PrincipalCreate) -> PrincipalOut:
+        return self._call(PrincipalOut, "POST", "/v1/principals", body=request)
+
+    def revoke_principal(self, name: str) -> PrincipalOut:
+        return self._call(PrincipalOut, "POST", f"/v1/principals/{name}/revoke")
+
+    def create_token(self, name: str, request: TokenCreate) -> TokenIssued:
+        return self._call(TokenIssued, "POST", f"/v1/principals/{name}/tokens", body=request)
+
+    def list_tokens(self, name: str) -> list[TokenOut]:
+        return self._list(TokenOut, f"/v1/principals/{name}/tokens")
+
+    def revoke_token(self, name: str, token_id: str) -> TokenOut:
+        return self._call(TokenOut, "POST", f"/v1/principals/{name}/tokens/{token_id}/revoke")
+
+    def issue_certificate(self, name: str, request: CertificateCreate) -> CertificateOut:
+        return self._call(CertificateOut, "POST", f"/v1/principals/{name}/certificates",
+                          body=request)
+
+    # -- audit ----------------------------------------------------------------------------
+
+    def audit_entries(self, *, since: datetime | None = None, action: str | None = None,
+                      principal: str | None = None, after: int | None = None,
+                      limit: int = 100) -> list[AuditEntryOut]:
+        return self._list(AuditEntryOut, "/v1/audit", {
+            "since": since.isoformat() if since else None, "action": action,
+            "principal": principal, "after": after, "limit": limit})
+
+    def audit_export(self) -> Iterator[dict[str, Any]]:
+        """Every entry as the JSON object the server exported (streamed)."""
+        try:
+            with self._http.stream("GET", "/v1/audit/export") as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for(response)
+                for line in response.iter_lines():
+                    if line.strip():
+                        yield json.loads(line)
+        except httpx.TransportError as error:
+            raise BackendUnavailable(f"cannot reach {self.base_url}: {error}") from None
+
+    def audit_verify(self) -> AuditVerificationOut:
+        return self._call(AuditVerificationOut, "GET", "/v1/audit/verification")
+
+    def audit_checkpoint(self) -> CheckpointOut:
+        return self._call(CheckpointOut, "POST", "/v1/audit/checkpoints")

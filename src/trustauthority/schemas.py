@@ -1,0 +1,132 @@
+"""The API's request and response bodies (pydantic), shared by the server and the client.
+
+Requests forbid unknown fields and bound every size, so a malformed body is a clean 4xx.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Response(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ErrorBody(Response):
+    type: str
+    detail: str
+    request_id: str
+
+
+class Health(Response):
+    status: Literal["ok"]
+
+
+class Readiness(Response):
+    status: Literal["ready"]
+    database: str
+    schema_current: bool
+
+
+RoleName = Literal["trust-admin", "infra-admin", "auditor", "host"]
+PrincipalKind = Literal["person", "automation", "host"]
+PrincipalName = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
+
+
+class PrincipalCreate(Request):
+    name: str = PrincipalName
+    kind: PrincipalKind = "person"
+    roles: list[RoleName] = Field(min_length=1, max_length=4)
+    description: str = Field(default="", max_length=512)
+    #: separation of duties: several roles only with this explicit approval
+    allow_multiple_roles: bool = False
+
+
+class PrincipalOut(Response):
+    id: str
+    name: str
+    kind: str
+    roles: list[str]
+    description: str
+    multiple_roles_approved: bool
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None
+
+
+class WhoAmI(Response):
+    principal: PrincipalOut
+    credential: str
+
+
+class TokenCreate(Request):
+    label: str = Field(default="", max_length=128)
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class TokenOut(Response):
+    id: str
+    principal: str
+    label: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenIssued(Response):
+    token: str = Field(description="the API token; shown this once, stored only as a hash")
+    info: TokenOut
+
+
+class CertificateCreate(Request):
+    csr_pem: str = Field(min_length=1, max_length=16384)
+    lifetime_days: int = Field(default=365, ge=1, le=365)
+
+
+class CertificateOut(Response):
+    principal: str
+    fingerprint_sha256: str
+    serial: str
+    not_after: datetime
+    certificate_pem: str
+    ca_pem: str
+
+
+class AuditEntryOut(Response):
+    sequence: int
+    time: str
+    principal: str
+    role: str
+    action: str
+    target: str
+    outcome: str
+    request_id: str
+    details: dict[str, object]
+    previous_hash: str
+    entry_hash: str
+
+
+class AuditVerificationOut(Response):
+    ok: bool
+    entries: int = 0
+    head_sequence: int = -1
+    head_hash: str = ""
+    checkpoints: int = 0
+    last_checkpoint: int | None = None
+    unsigned_tail: int = 0
+    broken_at: int | None = None
+    detail: str = ""
+
+
+class CheckpointOut(Response):
+    created: bool
+    sequence: int | None = None
+    entry_hash: str | None = None
+    kid: str | None = None
