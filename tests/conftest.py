@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: software TPMs (swtpm) provisioned from one session-wide local CA.
+"""Shared pytest fixtures: software TPMs (swtpm) from one session-wide local CA; databases
+(SQLite, and a session-wide PostgreSQL) and a served Trust Authority instance.
 
 Tests using them are skipped, not failed, where swtpm or tpm2-pytss is missing.
 """
@@ -6,10 +7,15 @@ Tests using them are skipped, not failed, where swtpm or tpm2-pytss is missing.
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.support.postgres import PostgresCluster, postgres_available
+from tests.support.service import RunningService
 from trustauthority.agent.swtpm import SoftwareTpm, SoftwareTpmCa, swtpm_available
 
 SwtpmFactory = Callable[[], SoftwareTpm]
@@ -52,3 +58,44 @@ def swtpm_factory(
 def swtpm(swtpm_factory: SwtpmFactory) -> SoftwareTpm:
     """A provisioned, started software TPM (RSA + ECC P-384 EKs, certified); stopped after."""
     return swtpm_factory()
+
+
+# -- the service platform: databases and a served instance --------------------------------------
+
+@pytest.fixture(scope="session")
+def postgres_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
+    """One PostgreSQL server for the session (scripts/bootstrap installs Debian's)."""
+    if not postgres_available():
+        pytest.fail("PostgreSQL 15 server binaries are missing; run scripts/bootstrap")
+    base = Path(tempfile.mkdtemp(prefix="ta-pg-"))
+    cluster = PostgresCluster(base).start()
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    """Each test that takes this runs twice: on SQLite (None: the default file) and PostgreSQL."""
+    if request.param == "sqlite":
+        return None
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    return cluster.new_database()
+
+
+@pytest.fixture
+def service(database_url: str | None, tmp_path: Path) -> Iterator[RunningService]:
+    """A served instance over real HTTPS, initialised with a first trust-admin."""
+    running = RunningService(tmp_path / "service", database_url).start()
+    yield running
+    running.stop()
+    running.platform.db.dispose()
+
+
+@pytest.fixture
+def sqlite_service(tmp_path: Path) -> Iterator[RunningService]:
+    """The same on SQLite only, for tests where the database makes no difference."""
+    running = RunningService(tmp_path / "service", None).start()
+    yield running
+    running.stop()
+    running.platform.db.dispose()

@@ -236,8 +236,8 @@ class PrincipalService:
             self._audit.record(session, principal=caller.name, role=role,
                                action="principal.revoke", target=name, outcome="success",
                                request_id=request_id,
-                               details={"tokens_revoked": len(tokens),
-                                        "certificates_revoked": len(certificates)})
+                               details={"revoked_credentials": {
+                                   "api": len(tokens), "certificates": len(certificates)}})
             return _view(principal)
 
     def create_token(self, caller: Caller, request_id: str, name: str, *, label: str = "",
