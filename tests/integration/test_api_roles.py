@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from tests.support.service import RunningService
 from trustauthority.api.app import create_app, route_permissions
 from trustauthority.service.authz import GRANTS, Permission, Role
@@ -24,7 +25,8 @@ PATH_VALUES = {"name": "no-such-principal", "token_id": "0123456789abcdef"}
 def _routes() -> list[tuple[str, str, Permission | None]]:
     """Every operation the app serves (its OpenAPI document) with the permission it requires."""
     table = route_permissions()
-    document = create_app(platform=None).openapi()  # type: ignore[arg-type] - nothing served
+    # the document only: no platform is needed, nothing is served
+    document = create_app(platform=None).openapi()  # type: ignore[arg-type]
     served = []
     for path, operations in document["paths"].items():
         for method in operations:
