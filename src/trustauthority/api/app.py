@@ -32,7 +32,7 @@ def route_permissions() -> dict[tuple[str, str], Permission | None]:
             required = [dependency.call.permission
                         for dependency in route.dependant.dependencies
                         if isinstance(dependency.call, Requires)]
-            for method in route.methods:
+            for method in route.methods or ():
                 table[(method, API_PREFIX + route.path)] = required[0] if required else None
     return table
 
