@@ -1,0 +1,124 @@
+"""The operator's path through the CLI, as separate processes: `ta init`, `ta serve`, `ta login`,
+principals and tokens, `--json`, exit codes, and a graceful shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.service import free_port
+
+TA = str(Path(sys.executable).parent / "ta")
+
+
+class Cli:
+    def __init__(self, config_dir: Path) -> None:
+        self.env = {**os.environ, "TA_CONFIG_DIR": str(config_dir), "COLUMNS": "200"}
+        for name in ("TA_SERVER", "TA_TOKEN", "TA_CA", "TA_PROFILE", "TA_CLIENT_CERT",
+                     "TA_CLIENT_KEY"):
+            self.env.pop(name, None)
+
+    def __call__(self, *args: str, stdin: str | None = None,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([TA, *args], input=stdin, capture_output=True, text=True,
+                              env={**self.env, **(env or {})}, timeout=60, check=False)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Cli, dict[str, str], subprocess.Popen[str]]]:
+    cli = Cli(tmp_path / "config")
+    port = free_port()
+    data_dir = tmp_path / "data"
+    created = cli("init", "--data-dir", str(data_dir), "--port", str(port), "--json")
+    assert created.returncode == 0, created.stderr
+    info = json.loads(created.stdout)
+    server = subprocess.Popen([TA, "serve", "--data-dir", str(data_dir)], env=cli.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"https://127.0.0.1:{port}/healthz", verify=False, timeout=1)  # noqa: S501 - probe only
+            break
+        except httpx.TransportError:
+            assert server.poll() is None, server.stdout.read() if server.stdout else ""
+            assert time.monotonic() < deadline, "ta serve did not start"
+            time.sleep(0.1)
+    yield cli, info, server
+    if server.poll() is None:
+        server.kill()
+        server.wait()
+    if server.stdout:
+        server.stdout.close()
+
+
+def test_init_serve_login_and_manage_principals(
+        served: tuple[Cli, dict[str, str], subprocess.Popen[str]]) -> None:
+    cli, info, server = served
+    assert info["admin_token"].startswith("tat_")
+    logged_in = cli("login", "--server", info["url"].replace("localhost", "127.0.0.1"),
+                    "--ca", info["ca"], "--token-stdin", stdin=info["admin_token"] + "\n")
+    assert logged_in.returncode == 0, logged_in.stderr
+    assert "admin" in logged_in.stdout
+    profiles = Path(cli.env["TA_CONFIG_DIR"]) / "profiles.toml"
+    assert profiles.stat().st_mode & 0o077 == 0  # the profile holds a token: owner only
+
+    me = cli("whoami", "--json")
+    assert me.returncode == 0
+    assert json.loads(me.stdout)["principal"]["roles"] == ["trust-admin"]
+
+    assert cli("principal", "add", "ops", "--role", "infra-admin").returncode == 0
+    token = json.loads(cli("principal", "token", "create", "ops", "--json").stdout)["token"]
+    listed = cli("principal", "list", "--json")
+    assert {p["name"] for p in json.loads(listed.stdout)} == {"admin", "ops"}
+
+    # exit codes: 2 usage, 4 denied, 3 unreachable; one line on stderr, no traceback
+    bad_role = cli("principal", "add", "x", "--role", "root")
+    assert bad_role.returncode == 2
+    assert "Traceback" not in bad_role.stderr
+    dual = cli("principal", "add", "y", "--role", "auditor", "--role", "infra-admin")
+    assert dual.returncode == 2
+    assert "separation of duties" in dual.stderr
+    denied = cli("principal", "list", env={"TA_TOKEN": token})
+    assert denied.returncode == 4
+    assert "may not principal:read" in denied.stderr
+    refused = cli("whoami", env={"TA_TOKEN": "tat_0123456789abcdef_" + "x" * 43})
+    assert refused.returncode == 4
+    unreachable = cli("--server", f"https://127.0.0.1:{free_port()}", "whoami")
+    assert unreachable.returncode == 3
+    assert "cannot reach" in unreachable.stderr
+
+    verified = cli("audit", "verify", "--json")
+    assert verified.returncode == 0
+    assert json.loads(verified.stdout)["ok"] is True
+    exported = cli("audit", "export", "--jsonl")
+    actions = [json.loads(line)["action"] for line in exported.stdout.splitlines()]
+    assert actions[:3] == ["principal.create", "principal.create", "token.create"]
+    assert "auth.failure" in actions
+    assert "principal:read" in actions
+
+    # graceful: uvicorn finishes, then exits by the signal it was sent (as a shell expects)
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=20) in (0, -signal.SIGTERM)
+    output = server.stdout.read() if server.stdout else ""
+    assert "Shutting down" in output
+    assert "Finished server process" in output
+    assert "Traceback" not in output
+
+
+def test_init_refuses_an_initialised_directory(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "config")
+    data_dir = str(tmp_path / "data")
+    assert cli("init", "--data-dir", data_dir).returncode == 0
+    again = cli("init", "--data-dir", data_dir)
+    assert again.returncode == 2
+    assert "already initialised" in again.stderr
+    assert oct((tmp_path / "data" / "master.key").stat().st_mode & 0o777) == "0o600"
