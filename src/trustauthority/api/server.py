@@ -35,7 +35,7 @@ class ServeOptions:
 
 def open_platform(data_dir: Path, config: ServiceConfig) -> Platform:
     master_key = load_master_key_file(config.path(data_dir, config.master_key_file))
-    db = Database(config.database_url)
+    db = Database(config.database_for(data_dir))
     db.ping()
     db.upgrade()  # a new release's migrations apply on start, as after `init`
     return Platform(db, master_key, audit_checkpoint_interval=config.audit_checkpoint_interval)

@@ -39,6 +39,15 @@ class ServiceConfig(BaseModel):
     audit_checkpoint_interval: int = Field(default=100, ge=1, le=1_000_000)
     max_request_bytes: int = Field(default=1_048_576, ge=1024, le=256 * 1024 * 1024)
 
+    def database_for(self, data_dir: Path) -> str:
+        """The database URL, a relative SQLite path taken relative to the data directory."""
+        prefix = "sqlite:///"
+        if self.database_url.startswith(prefix):
+            file = self.database_url[len(prefix):]
+            if file and not file.startswith("/"):
+                return prefix + str((data_dir / file).resolve())
+        return self.database_url
+
     def path(self, data_dir: Path, value: str) -> Path:
         candidate = Path(value)
         return candidate if candidate.is_absolute() else data_dir / candidate

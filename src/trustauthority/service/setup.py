@@ -50,6 +50,7 @@ def initialise(data_dir: Path, *, database_url: str | None = None,
                listen_host: str = "127.0.0.1", listen_port: int = 8443,
                master_key_file: Path | None = None,
                tls_certificate: Path | None = None, tls_key: Path | None = None) -> InitResult:
+    data_dir = data_dir.resolve()
     if (data_dir / CONFIG_NAME).exists():
         raise Conflict(f"{data_dir} is already initialised ({CONFIG_NAME} exists)")
     if (tls_certificate is None) != (tls_key is None):
@@ -88,7 +89,7 @@ def initialise(data_dir: Path, *, database_url: str | None = None,
     finally:
         db.dispose()
     config = ServiceConfig(
-        database_url=url,
+        database_url=database_url or "sqlite:///trustauthority.db",
         master_key_file=str(key_path) if master_key_file else "master.key",
         listen_host=listen_host, listen_port=listen_port, tls=tls)
     config_file = write_config(data_dir, config)
