@@ -69,3 +69,32 @@ def test_the_import_check_catches_an_offender(tmp_path: Path) -> None:
     sample = tmp_path / "bad.py"
     sample.write_text("import subprocess\nfrom trustauthority.cli import main\n")
     assert {"subprocess", "trustauthority.cli"} <= _imports(sample)
+
+
+#: the service layers, inside out; each may import only the layers listed before it (and the
+#: pure core), never one after it
+LAYERS = ("store", "service", "api", "client", "cli")
+
+
+def _layer_files(layer: str) -> list[Path]:
+    directory = PACKAGE / layer
+    return sorted(directory.rglob("*.py")) if directory.exists() else []
+
+
+@pytest.mark.parametrize("layer", LAYERS[:-1])
+def test_service_layers_import_inward_only(layer: str) -> None:
+    outer = {
+        "store": ("service", "api", "client", "cli", "agent"),
+        "service": ("api", "client", "cli", "agent"),
+        "api": ("client", "cli", "agent"),
+        "client": ("api", "service", "store", "cli", "agent"),
+    }[layer]
+    offenders = []
+    for path in _layer_files(layer):
+        for name in _imports(path):
+            for bad in outer:
+                module = f"trustauthority.{bad}"
+                if name == module or name.startswith(module + "."):
+                    offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert _layer_files(layer), f"no files found for layer {layer}"
+    assert not offenders, "\n".join(offenders)

@@ -45,7 +45,7 @@ class Platform:
         re-raised as the same bland AuthenticationFailed for the caller.
         """
         try:
-            with self.db.session() as session:
+            with self.db.session(read_only=True) as session:
                 if token is not None:
                     return authenticate_token(session, token, self.clock())
                 if certificate_fingerprint is not None:

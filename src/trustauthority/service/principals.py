@@ -174,13 +174,13 @@ class PrincipalService:
 
     def whoami(self, caller: Caller) -> PrincipalView:
         authorize(caller, Permission.SELF_READ)
-        with self._db.session() as session:
+        with self._db.session(read_only=True) as session:
             return _view(self._find(session, caller.name))
 
     def list_all(self, caller: Caller, *,
                  include_revoked: bool = False) -> list[PrincipalView]:
         authorize(caller, Permission.PRINCIPAL_READ)
-        with self._db.session() as session:
+        with self._db.session(read_only=True) as session:
             statement = select(Principal).order_by(Principal.name)
             if not include_revoked:
                 statement = statement.where(Principal.revoked_at.is_(None))
@@ -188,7 +188,7 @@ class PrincipalService:
 
     def get(self, caller: Caller, name: str) -> PrincipalView:
         authorize(caller, Permission.PRINCIPAL_READ)
-        with self._db.session() as session:
+        with self._db.session(read_only=True) as session:
             return _view(self._find(session, name))
 
     def create(self, caller: Caller, request_id: str, *, name: str, kind: str,
@@ -259,7 +259,7 @@ class PrincipalService:
 
     def list_tokens(self, caller: Caller, name: str) -> list[TokenView]:
         authorize(caller, Permission.PRINCIPAL_READ)
-        with self._db.session() as session:
+        with self._db.session(read_only=True) as session:
             principal = self._find(session, name)
             rows = session.scalars(select(ApiToken).where(ApiToken.principal_id == principal.id)
                                    .order_by(ApiToken.created_at))
