@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -98,3 +101,32 @@ def test_any_single_field_change_is_detected(length: int, data: st.DataObject) -
     entries[index] = dataclasses.replace(entries[index], **changes)  # type: ignore[arg-type]
     with pytest.raises(AuditChainBroken):
         verify_chain(entries)
+
+
+def test_exported_entries_round_trip_and_verify() -> None:
+    from trustauthority.audit.chain import entry_from_json
+
+    entries = _chain(4)
+    reread = [entry_from_json(json.loads(json.dumps(entry.to_json())), index)
+              for index, entry in enumerate(entries, 1)]
+    assert reread == entries
+    assert verify_chain(reread).entries == 4
+
+
+@pytest.mark.parametrize("damage", [
+    lambda d: d.pop("entry_hash"),
+    lambda d: d.update(sequence="3"),
+    lambda d: d.update(sequence=True),
+    lambda d: d.update(details=[]),
+    lambda d: d.update(extra=1),
+])
+def test_a_malformed_export_line_is_a_usage_error(damage: Callable[[dict[str, Any]], object],
+                                                   ) -> None:
+    from trustauthority.audit.chain import entry_from_json
+
+    document = _chain(1)[0].to_json()
+    damage(document)
+    with pytest.raises(UsageError, match="line 7"):
+        entry_from_json(document, 7)
+    with pytest.raises(UsageError):
+        entry_from_json(["not", "an", "object"], 7)

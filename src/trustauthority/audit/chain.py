@@ -61,6 +61,23 @@ def _canonical(body: Mapping[str, Any]) -> bytes:
                       allow_nan=False).encode()
 
 
+_FIELDS = {"sequence": int, "time": str, "principal": str, "role": str, "action": str,
+           "target": str, "outcome": str, "request_id": str, "details": dict,
+           "previous_hash": str, "entry_hash": str}
+
+
+def entry_from_json(unverified: object, line: int) -> AuditEntry:
+    """An exported entry (one JSON object), checked for shape only; `verify_chain` judges it."""
+    if not isinstance(unverified, dict) or set(unverified) != set(_FIELDS):
+        raise UsageError(f"line {line}: not an audit entry (expected the fields "
+                         f"{', '.join(sorted(_FIELDS))})")
+    for name, kind in _FIELDS.items():
+        value = unverified[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise UsageError(f"line {line}: {name} must be a {kind.__name__}")
+    return AuditEntry(**unverified)
+
+
 def canonical_json(value: Mapping[str, Any]) -> str:
     """The stored form of an entry's details (the same bytes the hash covers)."""
     return _canonical(value).decode()

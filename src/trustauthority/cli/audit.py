@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from trustauthority.audit.chain import AuditEntry
 from trustauthority.cli.connect import call, handled
 from trustauthority.cli.output import EXIT_REJECTED, console, fail, print_json
 from trustauthority.client import TrustAuthorityClient
@@ -113,23 +115,51 @@ def _verify_offline(database: str, audit_key: Path | None) -> dict[str, object]:
             "last_checkpoint": result.last_checkpoint, "unsigned_tail": result.unsigned_tail}
 
 
+def _verify_export(path: Path) -> dict[str, object]:
+    """The chain of an `audit export --jsonl` file (links only: checkpoints live in the store)."""
+    from trustauthority.audit.chain import entry_from_json, verify_chain
+
+    def entries() -> Iterator[AuditEntry]:
+        try:
+            with path.open() as handle:
+                for number, line in enumerate(handle, 1):
+                    if line.strip():
+                        try:
+                            document = json.loads(line)
+                        except ValueError:
+                            raise UsageError(f"line {number}: not JSON") from None
+                        yield entry_from_json(document, number)
+        except (OSError, UnicodeDecodeError) as error:
+            raise UsageError(f"cannot read {path}: {error}") from None
+
+    summary = verify_chain(entries())
+    return {"ok": True, "entries": summary.entries,
+            "head_sequence": -1 if summary.last_sequence is None else summary.last_sequence,
+            "head_hash": summary.head_hash, "checkpoints": 0, "last_checkpoint": None,
+            "unsigned_tail": summary.entries}
+
+
 @app.command("verify")
 def verify(
     ctx: typer.Context,
     database: Annotated[str | None, typer.Option(
         help="Verify a copy offline: its database URL (e.g. sqlite:///copy.db).")] = None,
+    jsonl: Annotated[Path | None, typer.Option(
+        help="Verify an `audit export --jsonl` file offline (the chain's links).")] = None,
     audit_key: Annotated[Path | None, typer.Option(
         help="Offline: trust only this audit public key (PEM), not the copy's own.")] = None,
     as_json: Json = False,
 ) -> None:
     """Check the hash chain and signed checkpoints; name the first broken link.
 
-    Example: `ta audit verify` (ask the service) or `ta audit verify --database sqlite:///c.db`
+    Examples: `ta audit verify` (ask the service), `ta audit verify --database sqlite:///c.db`
+    (a copy of the store, checkpoints included), `ta audit verify --jsonl audit.jsonl`.
     """
-    if database is not None:
+    if database is not None or jsonl is not None:
         with handled(as_json):
             try:
-                report = _verify_offline(database, audit_key)
+                report = (_verify_offline(database, audit_key) if database is not None
+                          else _verify_export(jsonl) if jsonl is not None else {})
             except AuditChainBroken as broken:
                 report = {"ok": False, "broken_at": broken.sequence, "detail": str(broken)}
     else:
