@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -138,9 +139,15 @@ class AuditLog:
         return [to_entry(row) for row in session.scalars(statement.limit(query.limit))]
 
     def export(self, session: Session) -> Iterator[AuditEntry]:
-        for row in session.scalars(select(AuditRecord).order_by(AuditRecord.sequence)
-                                   .execution_options(yield_per=500)):
-            yield to_entry(row)
+        """Every entry in order, streamed (a server-side cursor on PostgreSQL, closed even when
+        the reader stops early)."""
+        rows = session.scalars(select(AuditRecord).order_by(AuditRecord.sequence)
+                               .execution_options(yield_per=500))
+        try:
+            for row in rows:
+                yield to_entry(row)
+        finally:
+            rows.close()
 
     def verify(self, session: Session,
                trusted_keys: Mapping[str, ec.EllipticCurvePublicKey] | None = None,
@@ -161,14 +168,15 @@ class AuditLog:
         wanted = {checkpoint.sequence for checkpoint in checkpoints}
         seen_hashes: dict[int, str] = {}
 
-        def stream() -> Iterator[AuditEntry]:
+        def stream() -> Generator[AuditEntry, None, None]:
             for entry in self.export(session):
                 if entry.sequence in wanted:
                     seen_hashes[entry.sequence] = entry.entry_hash
                 yield entry
 
-        # 1. the chain itself
-        summary = verify_chain(stream())
+        # 1. the chain itself (closing the stream frees the cursor when a link is broken)
+        with closing(stream()) as entries:
+            summary = verify_chain(entries)
         last = summary.last_sequence if summary.last_sequence is not None else -1
         # 2. the head
         head = session.get(AuditHead, 1)
