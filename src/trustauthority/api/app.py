@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from trustauthority import __version__
@@ -10,6 +13,7 @@ from trustauthority.api import errors
 from trustauthority.api.middleware import RequestContextMiddleware
 from trustauthority.api.routes import audit, principals, system
 from trustauthority.api.security import Requires
+from trustauthority.schemas import ErrorBody
 from trustauthority.service.authz import Permission
 from trustauthority.service.platform import Platform
 
@@ -37,6 +41,53 @@ def route_permissions() -> dict[tuple[str, str], Permission | None]:
     return table
 
 
+_ERRORS = {
+    "400": "malformed request (bad JSON, an invalid value)",
+    "401": "no credential, or an unknown, revoked or expired one",
+    "403": "the principal's role may not do this",
+    "404": "no such object",
+    "409": "conflicts with the stored state",
+    "413": "the body is larger than the service accepts",
+    "422": "the body or a parameter does not match the schema",
+    "503": "a backend (the database) is unavailable",
+}
+
+
+def _document_errors(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with the error body every error response really has.
+
+    FastAPI documents 422 as its own validation body and no other error; ours are all
+    `ErrorBody`, so each operation lists the statuses it can answer with that schema.
+    """
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    document = get_openapi(title=app.title, version=app.version, description=app.description,
+                           routes=app.routes)
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    schemas["ErrorBody"] = ErrorBody.model_json_schema(
+        ref_template="#/components/schemas/{model}")
+    document["components"]["securitySchemes"] = {
+        "apiToken": {"type": "http", "scheme": "bearer",
+                     "description": "an API token `tat_<id>_<secret>`"},
+        "clientCertificate": {"type": "mutualTLS",
+                              "description": "a client certificate issued by the service's CA"},
+    }
+    reference = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for path, operations in document.get("paths", {}).items():
+        statuses = (_ERRORS if path.startswith(API_PREFIX) else {"503": _ERRORS["503"]})
+        for operation in operations.values():
+            if path.startswith(API_PREFIX):
+                operation["security"] = [{"apiToken": []}, {"clientCertificate": []}]
+            responses = operation.setdefault("responses", {})
+            for status, description in statuses.items():
+                if status == "422" or status not in responses:
+                    responses[status] = {"description": description, "content": reference}
+    app.openapi_schema = document
+    return document
+
+
 def create_app(platform: Platform, *, max_request_bytes: int = 1_048_576) -> FastAPI:
     app = FastAPI(
         title="Trust Authority", version=__version__,
@@ -50,4 +101,5 @@ def create_app(platform: Platform, *, max_request_bytes: int = 1_048_576) -> Fas
     for router in V1_ROUTERS:
         app.include_router(router, prefix=API_PREFIX)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=max_request_bytes)
+    app.openapi = lambda: _document_errors(app)  # type: ignore[method-assign]
     return app

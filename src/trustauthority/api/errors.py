@@ -73,8 +73,10 @@ async def _ours(request: Request, error: Exception) -> JSONResponse:
     status = status_for(error)
     if status >= 500:
         log.error("request %s: %s: %s", request_id_of(request), error.error_type, error)
+        # server-side trouble: the details (addresses, paths) go to the log, not the caller
         detail = ("the service is misconfigured; see its log" if isinstance(error, ConfigError)
-                  else str(error))
+                  else "a backend the service depends on is unavailable; retry later (the "
+                       "service log has the details under this request id)")
     else:
         detail = str(error)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None

@@ -1,4 +1,5 @@
-"""ASGI middleware: a request id on every request and response, and a request size limit.
+"""ASGI middleware: a request id on every request and response (errors included), a request
+size limit, and the last-resort 500 that never shows a traceback.
 
 Both are plain ASGI (not Starlette's BaseHTTPMiddleware), so streaming bodies are counted as
 they arrive and an oversized body is refused without being read into memory.
@@ -7,10 +8,14 @@ they arrive and an oversized body is refused without being read into memory.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 
+from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("trustauthority.api")
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -69,11 +74,24 @@ class RequestContextMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise _TooLarge
+                    # FastAPI re-raises an HTTPException met while reading a body (anything
+                    # else becomes a generic 400); the error mapping turns it into our 413
+                    raise HTTPException(413, f"the body exceeds {self.max_body_bytes} bytes")
             return message
 
         try:
             await self.app(scope, counting_receive, send_with_id)
-        except _TooLarge:
+        except HTTPException as error:
+            if error.status_code != 413 or started:
+                raise
+            await refuse()
+        except Exception:
+            log.exception("request %s failed unexpectedly", request_id)
             if not started:
-                await refuse()
+                body = json.dumps({"type": "internal_error",
+                                   "detail": "internal error; the service log has the details "
+                                             "under this request id",
+                                   "request_id": request_id}).encode()
+                await send_with_id({"type": "http.response.start", "status": 500,
+                                    "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": body})

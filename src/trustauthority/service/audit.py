@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -129,7 +129,9 @@ class AuditLog:
     def entries(self, session: Session, query: AuditFilter) -> list[AuditEntry]:
         statement = select(AuditRecord).order_by(AuditRecord.sequence)
         if query.since is not None:
-            statement = statement.where(AuditRecord.time >= query.since.isoformat())
+            # stored times are UTC ISO strings, which order as text; compare like with like
+            since = (query.since if query.since.tzinfo else query.since.replace(tzinfo=UTC))
+            statement = statement.where(AuditRecord.time >= since.astimezone(UTC).isoformat())
         if query.action is not None:
             statement = statement.where(AuditRecord.action == query.action)
         if query.principal is not None:

@@ -18,10 +18,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from trustauthority.errors import BackendUnavailable, ConfigError, Conflict
+from trustauthority.errors import BackendUnavailable, ConfigError, Conflict, UsageError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -91,6 +91,10 @@ class Database:
         try:
             with factory.begin() as session:
                 yield session
+        except DataError as error:
+            # a value the database cannot hold (PostgreSQL text refuses NUL): the caller's fault
+            raise UsageError("a value in the request cannot be stored (control characters such "
+                             "as NUL are refused)") from error
         except IntegrityError as error:
             # two writers raced for the same name or key: the loser's change is refused whole
             raise Conflict("the change conflicts with one made at the same time; "

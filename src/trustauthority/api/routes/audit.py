@@ -25,15 +25,14 @@ Reader = Annotated[Caller, Depends(Requires(Permission.AUDIT_READ))]
 @router.get("", response_model=list[AuditEntryOut])
 def list_entries(
     request: Request, caller: Reader,
-    since: Annotated[datetime | None, Query(description="entries at or after (ISO 8601)")] = None,
+    since: Annotated[datetime | None, Query(
+        description="entries at or after (ISO 8601; UTC when no offset is given)")] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
     principal: Annotated[str | None, Query(max_length=128)] = None,
     after: Annotated[int | None, Query(ge=-1, le=2**62, description="sequence to page after")]
     = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditEntryOut]:
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=datetime.now().astimezone().tzinfo)
     entries = platform_of(request).audit_entries(
         caller, AuditFilter(since=since, action=action, principal=principal,
                             after_sequence=after, limit=limit))
