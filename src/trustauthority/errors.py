@@ -24,6 +24,12 @@ messages and exit codes, and the API (later) maps them to HTTP in one place::
     ├── AccessError                   who is calling, and may they?
     │   ├── AuthenticationFailed      no credential, an unknown, revoked or expired one (HTTP 401)
     │   └── PermissionDenied          a valid principal outside the role for this action (HTTP 403)
+    ├── TokenRejected                 an attestation token not to believe (as itself: wrong issuer)
+    │   ├── TokenMalformed            not a well-formed JWS or JWKS, or claims off the schema
+    │   ├── TokenSignatureInvalid     an algorithm we refuse, or a signature that does not verify
+    │   ├── TokenKeyUnknown           kid names no usable key in the JWKS (rotated out, not ours)
+    │   ├── TokenExpired              outside its validity period (exp, nbf, iat) beyond the leeway
+    │   └── TokenBindingMismatch      cnf.jkt is not the thumbprint of the presenter's binding key
     ├── AuditChainBroken              the audit log was edited, truncated, reordered or spliced
     ├── ConfigError                   our own configuration is wrong
     ├── BackendUnavailable            a TPM, key server or database cannot be reached
@@ -191,3 +197,42 @@ def error_class_for(error_type: str) -> type[TrustAuthorityError]:
             return cls
         pending.extend(cls.__subclasses__())
     return TrustAuthorityError
+
+
+# --- attestation tokens (trustauthority.token) -------------------------------------------------
+
+
+class TokenRejected(TrustAuthorityError):
+    """An attestation token that must not be believed; raised as is for a wrong issuer."""
+
+    error_type = "token_rejected"
+
+
+class TokenExpired(TokenRejected):
+    """The token is outside its validity period (exp, nbf or iat), beyond the allowed leeway."""
+
+    error_type = "token_expired"
+
+
+class TokenSignatureInvalid(TokenRejected):
+    """The token's algorithm is not accepted, or its signature does not verify."""
+
+    error_type = "token_signature_invalid"
+
+
+class TokenMalformed(TokenRejected):
+    """A token or JWKS that does not parse, or claims that do not follow the schema."""
+
+    error_type = "token_malformed"
+
+
+class TokenKeyUnknown(TokenRejected):
+    """The token's kid names no key in the JWKS that may verify it."""
+
+    error_type = "token_key_unknown"
+
+
+class TokenBindingMismatch(TokenRejected):
+    """The token is bound (cnf.jkt) to another key than the presenting host's binding key."""
+
+    error_type = "token_binding_mismatch"

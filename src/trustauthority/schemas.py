@@ -130,3 +130,78 @@ class CheckpointOut(Response):
     sequence: int | None = None
     entry_hash: str | None = None
     kid: str | None = None
+
+
+# -- TPM trust (trust-admin) ---------------------------------------------------------------
+
+Fingerprint = Field(min_length=64, max_length=64, pattern=r"^[0-9a-fA-F]{64}$")
+
+
+class TpmCaAdd(Request):
+    certificate_pem: str = Field(min_length=1, max_length=262144,
+                                 description="one or more PEM CA certificates")
+    description: str = Field(default="", max_length=512)
+
+
+class TpmCaOut(Response):
+    fingerprint_sha256: str
+    subject: str
+    is_root: bool
+    not_after: datetime
+    description: str
+    added_at: datetime
+    added_by: str
+
+
+class EkAdd(Request):
+    public_key_pem: str = Field(min_length=1, max_length=16384,
+                                description="the EK public key (PEM SubjectPublicKeyInfo)")
+    description: str = Field(default="", max_length=512)
+
+
+class EkOut(Response):
+    fingerprint_sha256: str
+    algorithm: str
+    description: str
+    added_at: datetime
+    added_by: str
+
+
+class TpmSettingsOut(Response):
+    require_ek_certificate: bool
+    allow_ek_allowlist: bool
+    allow_sha1: bool
+
+
+class TpmSettingsUpdate(Request):
+    require_ek_certificate: bool | None = None
+    allow_ek_allowlist: bool | None = None
+    allow_sha1: bool | None = None
+
+
+# -- clusters --------------------------------------------------------------------------------
+
+class ClusterPolicyModel(Request):
+    require_secure_boot: bool = True
+    pcrs: list[int] = Field(default=[0, 1, 2, 3, 4, 5, 7, 8, 9], min_length=1, max_length=24)
+    allow_unknown_events: bool = False
+    strict_pcr_values: bool = False
+
+
+class ClusterCreate(Request):
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = Field(default="", max_length=512)
+    policy: ClusterPolicyModel = ClusterPolicyModel()
+    token_lifetime_seconds: int = Field(default=600, ge=30, le=86400)
+    attestation_interval_seconds: int = Field(default=300, ge=10, le=86400)
+
+
+class ClusterOut(Response):
+    id: str
+    name: str
+    description: str
+    policy: ClusterPolicyModel
+    token_lifetime_seconds: int
+    attestation_interval_seconds: int
+    created_at: datetime
+    created_by: str

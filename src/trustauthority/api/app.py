@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 from trustauthority import __version__
 from trustauthority.api import errors
 from trustauthority.api.middleware import RequestContextMiddleware
-from trustauthority.api.routes import audit, principals, system
+from trustauthority.api.routes import audit, clusters, principals, system, trust
 from trustauthority.api.security import Requires
 from trustauthority.schemas import ErrorBody
 from trustauthority.service.authz import Permission
@@ -19,7 +19,8 @@ from trustauthority.service.platform import Platform
 
 API_PREFIX = "/v1"
 #: every router served under /v1; each of its routes must carry a Requires(...) dependency
-V1_ROUTERS: tuple[APIRouter, ...] = (system.router, principals.router, audit.router)
+V1_ROUTERS: tuple[APIRouter, ...] = (system.router, principals.router, audit.router,
+                                      trust.router, clusters.router)
 
 
 def route_permissions() -> dict[tuple[str, str], Permission | None]:

@@ -21,9 +21,10 @@ from trustauthority.errors import AuditChainBroken, UsageError
 
 #: the previous_hash of the first entry
 GENESIS_HASH = "0" * 64
-#: detail keys that name secret material; their values must never be written to the log
-_SECRET_KEY = re.compile(r"(secret|password|passphrase|private|pin\b|token(?!_id)|key_material"
-                         r"|plaintext|kek\b|dek\b)", re.IGNORECASE)
+#: detail keys that name secret material (by their last word: `token` is refused, `token_id` and
+#: `token_lifetime_seconds` are not); their values must never be written to the log
+_SECRET_KEY = re.compile(r"(secret|password|passphrase|private|private_key|pin|token|credential"
+                         r"|key_material|plaintext|kek|dek)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)

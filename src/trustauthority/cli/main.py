@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from trustauthority import __version__
-from trustauthority.cli import audit, demo, eventlog, principal, quote, service
+from trustauthority.cli import audit, demo, eventlog, principal, quote, service, trust
 from trustauthority.cli.connect import ConnectionFlags
 
 app = typer.Typer(
@@ -45,6 +45,10 @@ app.command("login")(service.login)
 app.command("whoami")(principal.whoami)
 app.add_typer(principal.app, name="principal")
 app.add_typer(audit.app, name="audit")
+app.add_typer(trust.tpm_ca_app, name="tpm-ca")
+app.add_typer(trust.ek_app, name="ek")
+app.add_typer(trust.settings_app, name="tpm-settings")
+app.add_typer(trust.cluster_app, name="cluster")
 app.add_typer(eventlog.app, name="eventlog")
 app.add_typer(quote.app, name="quote")
 app.command("demo")(demo.demo)

@@ -30,6 +30,10 @@ from trustauthority.schemas import (
     CertificateCreate,
     CertificateOut,
     CheckpointOut,
+    ClusterCreate,
+    ClusterOut,
+    EkAdd,
+    EkOut,
     Health,
     PrincipalCreate,
     PrincipalOut,
@@ -37,6 +41,10 @@ from trustauthority.schemas import (
     TokenCreate,
     TokenIssued,
     TokenOut,
+    TpmCaAdd,
+    TpmCaOut,
+    TpmSettingsOut,
+    TpmSettingsUpdate,
     WhoAmI,
 )
 
@@ -125,9 +133,9 @@ class TrustAuthorityClient:
             raise BackendUnavailable(f"{self.base_url} answered {path} with an unexpected "
                                      "body") from None
 
-    def _list(self, model: type[Model], path: str,
-              params: dict[str, Any] | None = None) -> list[Model]:
-        response = self._send("GET", path, params=params)
+    def _list(self, model: type[Model], path: str, params: dict[str, Any] | None = None, *,
+              method: str = "GET", body: BaseModel | None = None) -> list[Model]:
+        response = self._send(method, path, params=params, body=body)
         try:
             return TypeAdapter(list[model]).validate_json(response.content)  # type: ignore[valid-type]
         except ValidationError:
@@ -200,3 +208,43 @@ class TrustAuthorityClient:
 
     def audit_checkpoint(self) -> CheckpointOut:
         return self._call(CheckpointOut, "POST", "/v1/audit/checkpoints")
+
+    # -- TPM trust ------------------------------------------------------------------------
+
+    def add_tpm_cas(self, request: TpmCaAdd) -> list[TpmCaOut]:
+        return self._list(TpmCaOut, "/v1/tpm-cas", method="POST", body=request)
+
+    def list_tpm_cas(self) -> list[TpmCaOut]:
+        return self._list(TpmCaOut, "/v1/tpm-cas")
+
+    def remove_tpm_ca(self, fingerprint: str) -> TpmCaOut:
+        return self._call(TpmCaOut, "DELETE", f"/v1/tpm-cas/{fingerprint}")
+
+    def add_ek(self, request: EkAdd) -> EkOut:
+        return self._call(EkOut, "POST", "/v1/eks", body=request)
+
+    def list_eks(self) -> list[EkOut]:
+        return self._list(EkOut, "/v1/eks")
+
+    def remove_ek(self, fingerprint: str) -> EkOut:
+        return self._call(EkOut, "DELETE", f"/v1/eks/{fingerprint}")
+
+    def tpm_settings(self) -> TpmSettingsOut:
+        return self._call(TpmSettingsOut, "GET", "/v1/tpm-settings")
+
+    def set_tpm_settings(self, request: TpmSettingsUpdate) -> TpmSettingsOut:
+        return self._call(TpmSettingsOut, "PATCH", "/v1/tpm-settings", body=request)
+
+    # -- clusters -------------------------------------------------------------------------
+
+    def create_cluster(self, request: ClusterCreate) -> ClusterOut:
+        return self._call(ClusterOut, "POST", "/v1/clusters", body=request)
+
+    def list_clusters(self) -> list[ClusterOut]:
+        return self._list(ClusterOut, "/v1/clusters")
+
+    def get_cluster(self, name: str) -> ClusterOut:
+        return self._call(ClusterOut, "GET", f"/v1/clusters/{name}")
+
+    def delete_cluster(self, name: str) -> ClusterOut:
+        return self._call(ClusterOut, "DELETE", f"/v1/clusters/{name}")

@@ -28,6 +28,9 @@ class Permission(StrEnum):
     PRINCIPAL_MANAGE = "principal:manage"
     AUDIT_READ = "audit:read"
     AUDIT_CHECKPOINT = "audit:checkpoint"
+    TRUST_READ = "trust:read"  # TPM CAs, allowed EKs, TPM settings, clusters: trust state
+    TPM_TRUST_MANAGE = "tpm-trust:manage"
+    CLUSTER_MANAGE = "cluster:manage"
 
 
 _EVERYONE = frozenset(Role)
@@ -39,6 +42,9 @@ GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.PRINCIPAL_MANAGE: frozenset({Role.TRUST_ADMIN}),
     Permission.AUDIT_READ: frozenset({Role.TRUST_ADMIN, Role.AUDITOR}),
     Permission.AUDIT_CHECKPOINT: frozenset({Role.TRUST_ADMIN}),
+    Permission.TRUST_READ: frozenset({Role.TRUST_ADMIN, Role.INFRA_ADMIN, Role.AUDITOR}),
+    Permission.TPM_TRUST_MANAGE: frozenset({Role.TRUST_ADMIN}),
+    Permission.CLUSTER_MANAGE: frozenset({Role.TRUST_ADMIN}),
 }
 
 

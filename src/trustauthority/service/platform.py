@@ -10,6 +10,7 @@ from trustauthority.audit.chain import AuditEntry
 from trustauthority.errors import PermissionDenied
 from trustauthority.service.audit import AuditFilter, AuditLog, AuditVerification, Checkpoint
 from trustauthority.service.authz import Caller, Permission, authorize
+from trustauthority.service.clusters import ClusterService
 from trustauthority.service.credentials import (
     CredentialRefused,
     authenticate_certificate,
@@ -17,6 +18,7 @@ from trustauthority.service.credentials import (
 )
 from trustauthority.service.keys import ServiceKeys
 from trustauthority.service.principals import PrincipalService
+from trustauthority.service.tpmtrust import TpmTrustService
 from trustauthority.store.db import Database
 from trustauthority.store.masterkey import MasterKey
 
@@ -34,6 +36,8 @@ class Platform:
         self.keys = ServiceKeys(master_key, clock)
         self.audit = AuditLog(self.keys, clock, audit_checkpoint_interval)
         self.principals = PrincipalService(db, self.audit, self.keys, clock)
+        self.tpm_trust = TpmTrustService(db, self.audit, clock)
+        self.clusters = ClusterService(db, self.audit, clock)
 
     # -- authentication --------------------------------------------------------------------
 

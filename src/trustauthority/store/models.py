@@ -184,3 +184,46 @@ class Setting(Base):
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class TpmCa(Base):
+    """A TPM manufacturer root or intermediate CA that EK certificates may chain to."""
+
+    __tablename__ = "tpm_cas"
+
+    fingerprint_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(512))
+    certificate_pem: Mapped[str] = mapped_column(Text)
+    is_root: Mapped[bool] = mapped_column(Boolean)
+    not_after: Mapped[datetime] = mapped_column(UtcDateTime())
+    description: Mapped[str] = mapped_column(String(512), default="")
+    added_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    added_by: Mapped[str] = mapped_column(String(128))
+
+
+class AllowedEk(Base):
+    """An EK public key allowed by itself, for TPMs without an EK certificate."""
+
+    __tablename__ = "allowed_eks"
+
+    fingerprint_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    public_pem: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(String(512), default="")
+    added_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    added_by: Mapped[str] = mapped_column(String(128))
+
+
+class Cluster(Base):
+    """A trusted cluster: its hosts share baselines, policy knobs and key-provider grants."""
+
+    __tablename__ = "clusters"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(String(512), default="")
+    #: appraisal policy knobs (JSON): require Secure Boot, compared PCRs, unknown events, strict
+    policy: Mapped[str] = mapped_column(Text)
+    token_lifetime_seconds: Mapped[int] = mapped_column(Integer)
+    attestation_interval_seconds: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    created_by: Mapped[str] = mapped_column(String(128))
