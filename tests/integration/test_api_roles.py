@@ -19,7 +19,8 @@ from trustauthority.service.authz import GRANTS, Permission, Role
 #: routes outside /v1 that answer anyone (liveness and readiness probes)
 PUBLIC = {"/healthz", "/readyz"}
 #: a placeholder value for every path parameter the API uses
-PATH_VALUES = {"name": "no-such-principal", "token_id": "0123456789abcdef"}
+PATH_VALUES = {"name": "no-such-principal", "token_id": "0123456789abcdef",
+               "fingerprint": "ab" * 32}
 
 
 def _routes() -> list[tuple[str, str, Permission | None]]:
