@@ -24,7 +24,8 @@ messages and exit codes, and the API (later) maps them to HTTP in one place::
     ├── AccessError                   who is calling, and may they?
     │   ├── AuthenticationFailed      no credential, an unknown, revoked or expired one (HTTP 401)
     │   └── PermissionDenied          a valid principal outside the role for this action (HTTP 403)
-    ├── TokenRejected                 an attestation token not to believe (as itself: wrong issuer)
+    ├── TokenRejected                 an attestation token not to believe
+    │   ├── TokenIssuerMismatch       issued by another authority than the one trusted
     │   ├── TokenMalformed            not a well-formed JWS or JWKS, or claims off the schema
     │   ├── TokenSignatureInvalid     an algorithm we refuse, or a signature that does not verify
     │   ├── TokenKeyUnknown           kid names no usable key in the JWKS (rotated out, not ours)
@@ -188,22 +189,11 @@ class Conflict(UsageError):
     error_type = "conflict"
 
 
-def error_class_for(error_type: str) -> type[TrustAuthorityError]:
-    """The class whose `error_type` is `error_type` (how the client re-raises API errors)."""
-    pending: list[type[TrustAuthorityError]] = [TrustAuthorityError]
-    while pending:
-        cls = pending.pop()
-        if cls.__dict__.get("error_type") == error_type:
-            return cls
-        pending.extend(cls.__subclasses__())
-    return TrustAuthorityError
-
-
 # --- attestation tokens (trustauthority.token) -------------------------------------------------
 
 
 class TokenRejected(TrustAuthorityError):
-    """An attestation token that must not be believed; raised as is for a wrong issuer."""
+    """An attestation token that must not be believed."""
 
     error_type = "token_rejected"
 
@@ -236,3 +226,20 @@ class TokenBindingMismatch(TokenRejected):
     """The token is bound (cnf.jkt) to another key than the presenting host's binding key."""
 
     error_type = "token_binding_mismatch"
+
+
+class TokenIssuerMismatch(TokenRejected):
+    """The token was issued by another authority than the one the verifier trusts."""
+
+    error_type = "token_issuer_mismatch"
+
+
+def error_class_for(error_type: str) -> type[TrustAuthorityError]:
+    """The class whose `error_type` is `error_type` (how the client re-raises API errors)."""
+    pending: list[type[TrustAuthorityError]] = [TrustAuthorityError]
+    while pending:
+        cls = pending.pop()
+        if cls.__dict__.get("error_type") == error_type:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return TrustAuthorityError

@@ -12,7 +12,8 @@
    its own ``alg``, if any, is the same) -> `TokenKeyUnknown`. Keys named in the header itself
    (``jwk``, ``jku``, ``x5c``, ``x5u``) are never used;
 4. the signature verifies over the header and payload as received -> `TokenSignatureInvalid`;
-5. the payload is a JSON object whose ``iss`` is `issuer` -> `TokenMalformed`, `TokenRejected`;
+5. the payload is a JSON object whose ``iss`` is `issuer` -> `TokenMalformed`,
+   `TokenIssuerMismatch`;
 6. ``exp``, ``iat`` (and ``nbf`` if present) are integer NumericDates, and `now` is before ``exp``,
    not before ``nbf``, and not before ``iat``, each with `leeway` -> `TokenExpired`;
 7. the claims follow the schema of `AttestationClaims.from_payload` -> `TokenMalformed`;
@@ -36,9 +37,9 @@ from joserfc.jws import JWSRegistry
 from trustauthority.errors import (
     TokenBindingMismatch,
     TokenExpired,
+    TokenIssuerMismatch,
     TokenKeyUnknown,
     TokenMalformed,
-    TokenRejected,
     TokenSignatureInvalid,
 )
 from trustauthority.token._codec import b64url_decode, canonical_json, json_object, shown
@@ -120,7 +121,7 @@ def verify(token: str, jwks: Jwks, *, issuer: str, now: datetime,
     payload = json_object(raw_payload, "payload")
     iss = payload.get("iss")
     if not isinstance(iss, str) or iss != issuer:
-        raise TokenRejected(f"issuer {shown(iss)} is not {shown(issuer)}")
+        raise TokenIssuerMismatch(f"issuer {shown(iss)} is not {shown(issuer)}")
 
     # 6. time (RFC 7519 §4.1.4, §4.1.5), with leeway for clock skew
     exp, iat = numeric_date(payload.get("exp"), "exp"), numeric_date(payload.get("iat"), "iat")
