@@ -138,7 +138,8 @@ Fingerprint = Field(min_length=64, max_length=64, pattern=r"^[0-9a-fA-F]{64}$")
 
 
 class TpmCaAdd(Request):
-    certificate_pem: str = Field(min_length=1, max_length=262144,
+    # bounded so that even a fully escaped JSON body stays under the request size limit
+    certificate_pem: str = Field(min_length=1, max_length=65536,
                                  description="one or more PEM CA certificates")
     description: str = Field(default="", max_length=512)
 

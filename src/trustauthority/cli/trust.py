@@ -41,7 +41,7 @@ def tpm_ca_add(ctx: typer.Context,
                file: Annotated[Path, typer.Argument(help="PEM (one or more) or DER certificate.")],
                description: Description = "", as_json: Json = False) -> None:
     """Trust TPM manufacturer CA certificates.  Example: `ta tpm-ca add vendor-root.pem`"""
-    raw = read_input_file(str(file), what="certificate file", max_bytes=262144, as_json=as_json)
+    raw = read_input_file(str(file), what="certificate file", max_bytes=65536, as_json=as_json)
     pem = raw.decode("latin-1") if b"-----BEGIN" in raw else _der_to_pem(raw)
     request = build(TpmCaAdd, {"certificate_pem": pem, "description": description}, as_json)
     added = call(ctx, as_json, lambda client: client.add_tpm_cas(request))
