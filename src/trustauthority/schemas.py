@@ -184,7 +184,8 @@ class TpmSettingsUpdate(Request):
 
 class ClusterPolicyModel(Request):
     require_secure_boot: bool = True
-    pcrs: list[int] = Field(default=[0, 1, 2, 3, 4, 5, 7, 8, 9], min_length=1, max_length=24)
+    pcrs: list[int] = Field(default=[0, 2, 3, 4, 7, 8, 9], min_length=1, max_length=24,
+                            description="PCRs compared; 1, 5 and 6 vary between identical hosts")
     allow_unknown_events: bool = False
     strict_pcr_values: bool = False
 

@@ -176,7 +176,7 @@ def cluster_create(
     require_secure_boot: Annotated[bool, typer.Option(
         "--require-secure-boot/--no-require-secure-boot")] = True,
     pcr: Annotated[list[int] | None, typer.Option(
-        "--pcr", help="A PCR to compare (repeatable; default 0-5,7,8,9).")] = None,
+        "--pcr", help="A PCR to compare (repeatable; default 0,2,3,4,7,8,9).")] = None,
     allow_unknown_events: Annotated[bool, typer.Option(
         help="Accept events the baselines do not know.")] = False,
     strict: Annotated[bool, typer.Option(help="Also compare exact PCR values.")] = False,

@@ -15,15 +15,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from trustauthority.errors import Conflict, NotFound, UsageError
+from trustauthority.policy import DEFAULT_PCRS as POLICY_DEFAULT_PCRS
 from trustauthority.service.audit import AuditLog
 from trustauthority.service.authz import Caller, Permission, authorize
 from trustauthority.store.db import Database
 from trustauthority.store.models import Cluster
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-#: the PCRs compared by default: firmware, its configuration, boot manager and applications,
-#: Secure Boot policy, and the boot loader's measurements of kernel, initrd and command line
-DEFAULT_PCRS = (0, 1, 2, 3, 4, 5, 7, 8, 9)
+#: the PCRs compared by default (`policy.DEFAULT_PCRS`, which says why 1, 5 and 6 are not)
+DEFAULT_PCRS = tuple(sorted(POLICY_DEFAULT_PCRS))
 
 
 @dataclass(frozen=True)
