@@ -207,3 +207,50 @@ class ClusterOut(Response):
     attestation_interval_seconds: int
     created_at: datetime
     created_by: str
+
+
+# -- baselines -------------------------------------------------------------------------------
+
+BaselineName = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class BaselineImport(Request):
+    name: str = BaselineName
+    #: the known-good host's firmware event log (binary_bios_measurements), base64
+    event_log_base64: str = Field(min_length=4, max_length=700_000)
+    bank: Literal["sha1", "sha256", "sha384", "sha512"] = "sha256"
+    strict: bool = Field(default=False, description="also pin exact PCR values")
+
+
+class BaselineOut(Response):
+    name: str
+    version: int
+    source: str
+    created_at: datetime
+    created_by: str
+    clusters: list[str]
+    baseline: dict[str, object] = Field(description="the reference values (policy.Baseline)")
+
+
+class DifferenceOut(Response):
+    component: str
+    pcr: int | None
+    reason: str
+    expected: str | None
+    expected_label: str | None
+    found: str | None
+    found_label: str | None
+    event_index: int | None
+    position: int | None
+
+
+class BaselineDiffOut(Response):
+    a: str
+    b: str
+    differences: list[DifferenceOut]
+
+
+class ClusterBaselineAdd(Request):
+    baseline: str = BaselineName
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1,
+                                description="default: the latest version")

@@ -20,7 +20,7 @@ from trustauthority.service.authz import GRANTS, Permission, Role
 PUBLIC = {"/healthz", "/readyz"}
 #: a placeholder value for every path parameter the API uses
 PATH_VALUES = {"name": "no-such-principal", "token_id": "0123456789abcdef",
-               "fingerprint": "ab" * 32}
+               "fingerprint": "ab" * 32, "version": "1", "baseline": "no-such-baseline"}
 
 
 def _routes() -> list[tuple[str, str, Permission | None]]:

@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 from trustauthority import __version__
 from trustauthority.api import errors
 from trustauthority.api.middleware import RequestContextMiddleware
-from trustauthority.api.routes import audit, clusters, principals, system, trust
+from trustauthority.api.routes import audit, baselines, clusters, principals, system, trust
 from trustauthority.api.security import Requires
 from trustauthority.schemas import ErrorBody
 from trustauthority.service.authz import Permission
@@ -20,7 +20,7 @@ from trustauthority.service.platform import Platform
 API_PREFIX = "/v1"
 #: every router served under /v1; each of its routes must carry a Requires(...) dependency
 V1_ROUTERS: tuple[APIRouter, ...] = (system.router, principals.router, audit.router,
-                                      trust.router, clusters.router)
+                                      trust.router, clusters.router, baselines.router)
 
 
 def route_permissions() -> dict[tuple[str, str], Permission | None]:

@@ -7,7 +7,16 @@ from typing import Annotated
 import typer
 
 from trustauthority import __version__
-from trustauthority.cli import audit, demo, eventlog, principal, quote, service, trust
+from trustauthority.cli import (
+    audit,
+    baseline,
+    demo,
+    eventlog,
+    principal,
+    quote,
+    service,
+    trust,
+)
 from trustauthority.cli.connect import ConnectionFlags
 
 app = typer.Typer(
@@ -49,6 +58,7 @@ app.add_typer(trust.tpm_ca_app, name="tpm-ca")
 app.add_typer(trust.ek_app, name="ek")
 app.add_typer(trust.settings_app, name="tpm-settings")
 app.add_typer(trust.cluster_app, name="cluster")
+app.add_typer(baseline.app, name="baseline")
 app.add_typer(eventlog.app, name="eventlog")
 app.add_typer(quote.app, name="quote")
 app.command("demo")(demo.demo)

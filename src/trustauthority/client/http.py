@@ -27,9 +27,13 @@ from trustauthority.errors import (
 from trustauthority.schemas import (
     AuditEntryOut,
     AuditVerificationOut,
+    BaselineDiffOut,
+    BaselineImport,
+    BaselineOut,
     CertificateCreate,
     CertificateOut,
     CheckpointOut,
+    ClusterBaselineAdd,
     ClusterCreate,
     ClusterOut,
     EkAdd,
@@ -248,3 +252,28 @@ class TrustAuthorityClient:
 
     def delete_cluster(self, name: str) -> ClusterOut:
         return self._call(ClusterOut, "DELETE", f"/v1/clusters/{name}")
+
+    # -- baselines ------------------------------------------------------------------------
+
+    def import_baseline(self, request: BaselineImport) -> BaselineOut:
+        return self._call(BaselineOut, "POST", "/v1/baselines", body=request)
+
+    def list_baselines(self) -> list[BaselineOut]:
+        return self._list(BaselineOut, "/v1/baselines")
+
+    def get_baseline(self, name: str, version: int | None = None) -> BaselineOut:
+        return self._call(BaselineOut, "GET", f"/v1/baselines/{name}",
+                          params={"version": version})
+
+    def diff_baselines(self, a: str, b: str) -> BaselineDiffOut:
+        return self._call(BaselineDiffOut, "GET", "/v1/baselines/diff", params={"a": a, "b": b})
+
+    def delete_baseline(self, name: str, version: int) -> BaselineOut:
+        return self._call(BaselineOut, "DELETE", f"/v1/baselines/{name}/{version}")
+
+    def add_cluster_baseline(self, cluster: str, request: ClusterBaselineAdd) -> BaselineOut:
+        return self._call(BaselineOut, "POST", f"/v1/clusters/{cluster}/baselines", body=request)
+
+    def remove_cluster_baseline(self, cluster: str, name: str, version: int) -> BaselineOut:
+        return self._call(BaselineOut, "DELETE",
+                          f"/v1/clusters/{cluster}/baselines/{name}/{version}")

@@ -31,6 +31,7 @@ class Permission(StrEnum):
     TRUST_READ = "trust:read"  # TPM CAs, allowed EKs, TPM settings, clusters: trust state
     TPM_TRUST_MANAGE = "tpm-trust:manage"
     CLUSTER_MANAGE = "cluster:manage"
+    BASELINE_MANAGE = "baseline:manage"
 
 
 _EVERYONE = frozenset(Role)
@@ -45,6 +46,7 @@ GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.TRUST_READ: frozenset({Role.TRUST_ADMIN, Role.INFRA_ADMIN, Role.AUDITOR}),
     Permission.TPM_TRUST_MANAGE: frozenset({Role.TRUST_ADMIN}),
     Permission.CLUSTER_MANAGE: frozenset({Role.TRUST_ADMIN}),
+    Permission.BASELINE_MANAGE: frozenset({Role.TRUST_ADMIN}),
 }
 
 

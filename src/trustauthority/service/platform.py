@@ -10,6 +10,7 @@ from trustauthority.audit.chain import AuditEntry
 from trustauthority.errors import PermissionDenied
 from trustauthority.service.audit import AuditFilter, AuditLog, AuditVerification, Checkpoint
 from trustauthority.service.authz import Caller, Permission, authorize
+from trustauthority.service.baselines import BaselineService
 from trustauthority.service.clusters import ClusterService
 from trustauthority.service.credentials import (
     CredentialRefused,
@@ -38,6 +39,7 @@ class Platform:
         self.principals = PrincipalService(db, self.audit, self.keys, clock)
         self.tpm_trust = TpmTrustService(db, self.audit, clock)
         self.clusters = ClusterService(db, self.audit, clock)
+        self.baselines = BaselineService(db, self.audit, clock)
 
     # -- authentication --------------------------------------------------------------------
 
