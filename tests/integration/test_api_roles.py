@@ -17,7 +17,7 @@ from trustauthority.api.app import create_app, route_permissions
 from trustauthority.service.authz import GRANTS, Permission, Role
 
 #: routes outside /v1 that answer anyone (liveness and readiness probes)
-PUBLIC = {"/healthz", "/readyz"}
+PUBLIC = {"/healthz", "/readyz", "/.well-known/jwks.json"}
 #: a placeholder value for every path parameter the API uses
 PATH_VALUES = {"name": "no-such-principal", "token_id": "0123456789abcdef",
                "fingerprint": "ab" * 32, "version": "1", "baseline": "no-such-baseline"}

@@ -38,7 +38,10 @@ def open_platform(data_dir: Path, config: ServiceConfig) -> Platform:
     db = Database(config.database_for(data_dir))
     db.ping()
     db.upgrade()  # a new release's migrations apply on start, as after `init`
-    return Platform(db, master_key, audit_checkpoint_interval=config.audit_checkpoint_interval)
+    platform = Platform(db, master_key,
+                        audit_checkpoint_interval=config.audit_checkpoint_interval)
+    platform.ensure_keys()
+    return platform
 
 
 def build_server(options: ServeOptions) -> tuple[uvicorn.Server, Platform]:

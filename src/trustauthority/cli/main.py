@@ -15,6 +15,7 @@ from trustauthority.cli import (
     principal,
     quote,
     service,
+    token,
     trust,
 )
 from trustauthority.cli.connect import ConnectionFlags
@@ -59,6 +60,7 @@ app.add_typer(trust.ek_app, name="ek")
 app.add_typer(trust.settings_app, name="tpm-settings")
 app.add_typer(trust.cluster_app, name="cluster")
 app.add_typer(baseline.app, name="baseline")
+app.add_typer(token.app, name="token")
 app.add_typer(eventlog.app, name="eventlog")
 app.add_typer(quote.app, name="quote")
 app.command("demo")(demo.demo)

@@ -13,12 +13,13 @@ from trustauthority.errors import (
     AuditChainBroken,
     BackendUnavailable,
     EvidenceError,
+    TokenRejected,
     TrustAuthorityError,
 )
 
 #: exit codes every command uses
 EXIT_OK = 0
-EXIT_REJECTED = 1  # evidence (or a request) was checked and refused
+EXIT_REJECTED = 1  # evidence, an audit log or a token was checked and refused
 EXIT_USAGE = 2  # bad arguments, unreadable files
 EXIT_UNAVAILABLE = 3  # a backend (TPM, key server, service) cannot be reached
 EXIT_DENIED = 4  # the service did not accept our credential, or our role may not do this
@@ -43,7 +44,7 @@ def fail(message: str, code: int = EXIT_USAGE, *, as_json: bool = False,
 
 def fail_with(error: TrustAuthorityError, *, as_json: bool = False) -> NoReturn:
     """Map one of our typed errors onto the CLI's exit codes."""
-    if isinstance(error, EvidenceError | AuditChainBroken):
+    if isinstance(error, EvidenceError | AuditChainBroken | TokenRejected):
         code = EXIT_REJECTED
     elif isinstance(error, AccessError) or error.error_type in ("unauthenticated", "forbidden"):
         code = EXIT_DENIED

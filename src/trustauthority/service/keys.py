@@ -27,6 +27,7 @@ from trustauthority.store.models import ServiceKey
 class KeyPurpose(StrEnum):
     AUDIT = "audit"  # signs audit checkpoints
     TLS_CA = "tls-ca"  # issues the server's and principals' TLS certificates
+    ATTESTATION = "attestation"  # signs attestation tokens (ES256); public halves: the JWKS
 
 
 def key_id(public: ec.EllipticCurvePublicKey) -> str:
@@ -105,6 +106,12 @@ class ServiceKeys:
         if row.certificate_pem is None:
             raise ConfigError(f"the {purpose.value} key has no certificate")
         return x509.load_pem_x509_certificate(row.certificate_pem.encode())
+
+    def ensure(self, session: Session, purpose: KeyPurpose) -> str:
+        """The active key of `purpose`, created when the store has none (older stores)."""
+        rows = session.scalars(select(ServiceKey.kid).where(
+            ServiceKey.purpose == purpose.value, ServiceKey.retired_at.is_(None))).first()
+        return rows if rows is not None else self.create(session, purpose)
 
     def public_keys(self, session: Session,
                     purpose: KeyPurpose) -> dict[str, ec.EllipticCurvePublicKey]:

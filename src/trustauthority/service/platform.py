@@ -17,11 +17,12 @@ from trustauthority.service.credentials import (
     authenticate_certificate,
     authenticate_token,
 )
-from trustauthority.service.keys import ServiceKeys
+from trustauthority.service.keys import KeyPurpose, ServiceKeys
 from trustauthority.service.principals import PrincipalService
 from trustauthority.service.tpmtrust import TpmTrustService
 from trustauthority.store.db import Database
 from trustauthority.store.masterkey import MasterKey
+from trustauthority.token import Jwks, VerificationKey
 
 
 def utc_now() -> datetime:
@@ -40,6 +41,19 @@ class Platform:
         self.tpm_trust = TpmTrustService(db, self.audit, clock)
         self.clusters = ClusterService(db, self.audit, clock)
         self.baselines = BaselineService(db, self.audit, clock)
+
+    # -- token keys ---------------------------------------------------------------------------
+
+    def jwks(self) -> Jwks:
+        """Every attestation-token key, retired ones included until their tokens expire."""
+        with self.db.session(read_only=True) as session:
+            keys = self.keys.public_keys(session, KeyPurpose.ATTESTATION)
+        return Jwks(tuple(VerificationKey(kid, public) for kid, public in sorted(keys.items())))
+
+    def ensure_keys(self) -> None:
+        """Keys a newer release needs that an older store lacks (run on start)."""
+        with self.db.session() as session:
+            self.keys.ensure(session, KeyPurpose.ATTESTATION)
 
     # -- authentication --------------------------------------------------------------------
 

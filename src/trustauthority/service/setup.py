@@ -72,6 +72,7 @@ def initialise(data_dir: Path, *, database_url: str | None = None,
             if platform.keys.public_keys(session, KeyPurpose.AUDIT):
                 raise Conflict(f"the database {db.display_url} is already initialised")
             platform.keys.create(session, KeyPurpose.AUDIT)
+            platform.keys.create(session, KeyPurpose.ATTESTATION)
             platform.keys.store(session, KeyPurpose.TLS_CA, ca_key, ca)
         ca_file = data_dir / "tls" / "ca.pem"
         ca_file.write_bytes(_pem(ca))

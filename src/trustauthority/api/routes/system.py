@@ -21,6 +21,13 @@ def healthz() -> Health:
     return Health(status="ok")
 
 
+@public.get("/.well-known/jwks.json")
+def jwks(request: Request) -> dict[str, list[dict[str, str]]]:
+    """The public keys that verify attestation tokens (RFC 7517), for hosts and relying
+    parties; a rotated-out key stays here until the tokens it signed have expired."""
+    return platform_of(request).jwks().to_dict()
+
+
 @public.get("/readyz", response_model=Readiness)
 def readyz(request: Request) -> Readiness:
     """The database is reachable (503 otherwise)."""

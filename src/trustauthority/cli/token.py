@@ -1,0 +1,64 @@
+"""`ta token verify`: what a relying party runs to check an attestation token."""
+
+from __future__ import annotations
+
+import ssl
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+
+from trustauthority.cli.output import console, fail, fail_with, print_json, read_input_file
+from trustauthority.errors import BackendUnavailable, TrustAuthorityError
+from trustauthority.token import Jwks, verify
+
+app = typer.Typer(help="Attestation tokens.", no_args_is_help=True)
+
+
+def _jwks(source: str, ca: Path | None, as_json: bool) -> Jwks:
+    if source.startswith(("https://", "http://")):
+        try:
+            context = ssl.create_default_context(cafile=str(ca) if ca else None)
+            response = httpx.get(source, verify=context, timeout=15)
+            response.raise_for_status()
+        except (httpx.HTTPError, OSError, ssl.SSLError) as error:
+            fail_with(BackendUnavailable(f"cannot fetch the JWKS from {source}: {error}"),
+                      as_json=as_json)
+        return Jwks.parse(response.content)
+    return Jwks.parse(read_input_file(source, what="JWKS file", max_bytes=1024 * 1024,
+                                      as_json=as_json))
+
+
+@app.command("verify")
+def verify_token(
+    token: Annotated[str, typer.Argument(help="The token, or - to read it from stdin.")],
+    jwks: Annotated[str, typer.Option(
+        help="JWKS: https://SERVER/.well-known/jwks.json or a file.")],
+    issuer: Annotated[str, typer.Option(help="The issuer you trust (the service's URL).")],
+    ca: Annotated[Path | None, typer.Option(help="CA for an https JWKS URL.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Verify an attestation token's signature, issuer and lifetime; print its claims.
+
+    Exits 0 when the token verifies, 1 when it is rejected (naming the check).
+    Example: `ta token verify "$TOKEN" --jwks https://ta:8443/.well-known/jwks.json
+    --issuer https://ta:8443 --ca ca.pem`
+    """
+    from_stdin = token.strip() == "-"  # "-" is the usual name for standard input
+    raw = sys.stdin.readline().strip() if from_stdin else token
+    if not raw:
+        fail("no token given", as_json=as_json)
+    try:
+        claims = verify(raw, _jwks(jwks, ca, as_json), issuer=issuer, now=datetime.now(UTC))
+    except TrustAuthorityError as error:
+        fail_with(error, as_json=as_json)
+    payload = claims.to_payload()
+    if as_json:
+        print_json({"ok": True, "claims": payload})
+        return
+    status = "[bold green]trusted[/]" if claims.trusted else "[bold red]untrusted[/]"
+    console.print(f"token verified: host {claims.sub} in {claims.cluster} is {status}; "
+                  f"expires {claims.exp.isoformat()}")
