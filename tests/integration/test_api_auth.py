@@ -3,6 +3,7 @@ ones refused, every failure audited."""
 
 from __future__ import annotations
 
+import base64
 import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -142,3 +143,14 @@ def test_a_certificate_signing_request_must_be_well_formed(
                              json={"csr_pem": garbage})
     assert response.status_code == 400
     assert response.json()["type"] == "usage_error"
+    # a well-formed request whose key algorithm is unknown (id-ecPublicKey swapped for 1.2.3.4…)
+    _key, good = _key_and_csr("ops")
+    der = x509.load_pem_x509_csr(good.encode()).public_bytes(serialization.Encoding.DER)
+    unknown = der.replace(bytes.fromhex("06072a8648ce3d0201"), bytes.fromhex("06072a030405060708"))
+    assert unknown != der
+    with sqlite_service.http(sqlite_service.admin_token) as http:
+        response = http.post("/v1/principals/ops/certificates", json={"csr_pem": (
+            "-----BEGIN CERTIFICATE REQUEST-----\n" + base64.encodebytes(unknown).decode()
+            + "-----END CERTIFICATE REQUEST-----\n")})
+    assert response.status_code == 400, response.text
+    assert "algorithm" in response.json()["detail"]

@@ -3,6 +3,7 @@ each change audited; the CLI commands on top."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -82,6 +83,12 @@ def test_allowed_eks_accept_tpm_key_types_only(sqlite_service: RunningService) -
                 admin.add_ek(EkAdd(public_key_pem=_public_pem(weak)))
         with pytest.raises(Conflict):
             admin.add_ek(EkAdd(public_key_pem=_public_pem(rsa_key)))
+        # a SubjectPublicKeyInfo of an algorithm no one knows (OID 1.2.3.4)
+        spki = bytes.fromhex("300e" "3005" "06032a0304" "030500" "01020304")
+        unknown = base64.b64encode(spki).decode()
+        with pytest.raises(UsageError, match="known type"):
+            admin.add_ek(EkAdd(public_key_pem=f"-----BEGIN PUBLIC KEY-----\n{unknown}\n"
+                                              "-----END PUBLIC KEY-----\n"))
         assert len(admin.list_eks()) == 2
         admin.remove_ek(added.fingerprint_sha256)
         assert [ek.algorithm for ek in admin.list_eks()] == ["ecc-secp256r1"]

@@ -576,3 +576,11 @@ def test_offline_cli_verifies_a_copy_and_names_the_broken_entry(tmp_path: Path) 
     again = _copy_database(original, tmp_path / "again.db")
     code, output, _report = _cli_verify(again)
     assert code == 0, output
+
+
+def test_offline_verification_of_a_missing_copy_is_a_usage_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-copy.db"
+    result = runner.invoke(app, ["audit", "verify", "--database", f"sqlite:///{missing}"])
+    assert result.exit_code == 2, result.output
+    assert "does not exist" in result.output
+    assert not missing.exists()  # nothing was created where the copy was expected

@@ -104,6 +104,10 @@ def _verify_offline(database: str, audit_key: Path | None) -> dict[str, object]:
             raise UsageError("offline verification does not open secrets")
 
     db = Database(database)
+    copy = db.sqlite_file
+    if copy is not None and not copy.is_file():
+        # SQLite would create an empty database there and report it broken
+        raise UsageError(f"{copy} does not exist")
     try:
         log = AuditLog(ServiceKeys(_NoMasterKey(), utc_now), utc_now)
         with db.session(read_only=True) as session:

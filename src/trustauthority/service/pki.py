@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -101,9 +102,15 @@ def load_csr(raw_csr_pem: str) -> x509.CertificateSigningRequest:
         csr = x509.load_pem_x509_csr(raw_csr_pem.encode())
     except ValueError:
         raise UsageError("not a PEM certificate signing request") from None
-    if not csr.is_signature_valid:
+    try:
+        # both parse the key lazily: an unknown key or signature algorithm surfaces here
+        signed = csr.is_signature_valid
+        public = csr.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise UsageError("the certificate signing request's key or signature algorithm is "
+                         "not one this service knows") from None
+    if not signed:
         raise UsageError("the certificate signing request is not signed by its own key")
-    public = csr.public_key()
     if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name not in (
             "secp256r1", "secp384r1"):
         raise UsageError("client certificates need an ECDSA P-256 or P-384 key")

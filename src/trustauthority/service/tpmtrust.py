@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import select
@@ -89,8 +90,9 @@ def load_ek_public_key(raw: bytes) -> rsa.RSAPublicKey | ec.EllipticCurvePublicK
     try:
         key = (serialization.load_pem_public_key(raw) if b"-----BEGIN" in raw
                else serialization.load_der_public_key(raw))
-    except (ValueError, TypeError):
-        raise UsageError("not a PEM or DER public key (SubjectPublicKeyInfo)") from None
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise UsageError("not a PEM or DER public key (SubjectPublicKeyInfo) of a known "
+                         "type") from None
     if isinstance(key, rsa.RSAPublicKey) and key.key_size >= 2048:
         return key
     if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name in ("secp256r1",

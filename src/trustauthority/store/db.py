@@ -71,6 +71,14 @@ class Database:
         self._readers = sessionmaker(
             self.engine.execution_options(ta_read_only=True), expire_on_commit=False)
 
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The database file, for SQLite (None for PostgreSQL or an in-memory SQLite)."""
+        name = make_url(self.url).database
+        if self.dialect != "sqlite" or name in (None, "", ":memory:"):
+            return None
+        return Path(name)
+
     @staticmethod
     def hide_password(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
