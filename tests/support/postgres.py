@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import psycopg
+
+from tests.support.service import free_port
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -24,18 +25,11 @@ def postgres_available() -> bool:
     return (BIN / "initdb").exists() and (BIN / "pg_ctl").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class PostgresCluster:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.data = directory / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.as_root = os.geteuid() == 0
 
     def _run(self, *argv: str) -> None:

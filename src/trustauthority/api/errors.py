@@ -2,7 +2,7 @@
 
 Every error body is `{"type", "detail", "request_id"}`; `type` is the stable `error_type` of our
 exception tree. Nothing else leaks: an unexpected exception is logged with its request id and
-answered with a bland 500.
+answered with a bland 500 (by `middleware.RequestContextMiddleware`, which sees it first).
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ from trustauthority.errors import (
 
 log = logging.getLogger("trustauthority.api")
 
+#: what a caller learns of a failure we did not expect (the log has the rest, by request id)
+INTERNAL_ERROR = "internal error; the service log has the details under this request id"
+
 #: most specific first; the first match wins
 STATUS: tuple[tuple[type[TrustAuthorityError], int], ...] = (
     (AuthenticationFailed, 401),
@@ -53,12 +56,15 @@ def request_id_of(request: Request) -> str:
     return str(getattr(request.state, "request_id", "-"))
 
 
+def error_body(error_type: str, detail: str, request_id: str) -> dict[str, str]:
+    """The one shape of every error the API answers (`schemas.ErrorBody`)."""
+    return {"type": error_type, "detail": detail, "request_id": request_id}
+
+
 def error_response(request: Request, status: int, error_type: str, detail: str,
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    request_id = request_id_of(request)
     return JSONResponse(status_code=status, headers=headers,
-                        content={"type": error_type, "detail": detail,
-                                 "request_id": request_id})
+                        content=error_body(error_type, detail, request_id_of(request)))
 
 
 def status_for(error: TrustAuthorityError) -> int:
@@ -103,14 +109,7 @@ async def _http(request: Request, error: Exception) -> JSONResponse:
                           dict(error.headers) if error.headers else None)
 
 
-async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-    log.exception("request %s failed unexpectedly", request_id_of(request), exc_info=error)
-    return error_response(request, 500, "internal_error",
-                          "internal error; the service log has the details under this request id")
-
-
 def install(app: FastAPI) -> None:
     app.add_exception_handler(TrustAuthorityError, _ours)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
-    app.add_exception_handler(Exception, _unexpected)

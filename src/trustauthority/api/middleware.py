@@ -15,6 +15,8 @@ import uuid
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from trustauthority.api.errors import INTERNAL_ERROR, error_body
+
 log = logging.getLogger("trustauthority.api")
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -47,15 +49,14 @@ class RequestContextMiddleware:
                                       (b"x-request-id", request_id.encode())]
             await send(message)
 
-        async def refuse() -> None:
-            body = json.dumps({"type": "request_too_large",
-                               "detail": f"the body exceeds {self.max_body_bytes} bytes",
-                               "request_id": request_id}).encode()
-            await send_with_id({"type": "http.response.start", "status": 413,
+        async def answer(status: int, error_type: str, detail: str) -> None:
+            body = json.dumps(error_body(error_type, detail, request_id)).encode()
+            await send_with_id({"type": "http.response.start", "status": status,
                                 "headers": [(b"content-type", b"application/json"),
                                             (b"connection", b"close")]})
             await send({"type": "http.response.body", "body": body})
 
+        too_large = f"the body exceeds {self.max_body_bytes} bytes"
         declared = headers.get(b"content-length")
         if declared is not None:
             try:
@@ -63,7 +64,7 @@ class RequestContextMiddleware:
             except ValueError:
                 too_big = True
             if too_big:
-                await refuse()
+                await answer(413, "request_too_large", too_large)
                 return
 
         received = 0
@@ -76,22 +77,12 @@ class RequestContextMiddleware:
                 if received > self.max_body_bytes:
                     # FastAPI re-raises an HTTPException met while reading a body (anything
                     # else becomes a generic 400); the error mapping turns it into our 413
-                    raise HTTPException(413, f"the body exceeds {self.max_body_bytes} bytes")
+                    raise HTTPException(413, too_large)
             return message
 
         try:
             await self.app(scope, counting_receive, send_with_id)
-        except HTTPException as error:
-            if error.status_code != 413 or started:
-                raise
-            await refuse()
         except Exception:
             log.exception("request %s failed unexpectedly", request_id)
             if not started:
-                body = json.dumps({"type": "internal_error",
-                                   "detail": "internal error; the service log has the details "
-                                             "under this request id",
-                                   "request_id": request_id}).encode()
-                await send_with_id({"type": "http.response.start", "status": 500,
-                                    "headers": [(b"content-type", b"application/json")]})
-                await send({"type": "http.response.body", "body": body})
+                await answer(500, "internal_error", INTERNAL_ERROR)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +14,7 @@ from rich.table import Table
 
 from trustauthority.cli.connect import build, call
 from trustauthority.cli.output import console, print_json
+from trustauthority.files import write_private
 from trustauthority.schemas import CertificateCreate, PrincipalCreate, PrincipalOut, TokenCreate
 
 app = typer.Typer(help="Principals (people, automation, hosts), their roles and credentials.",
@@ -159,12 +159,6 @@ def token_revoke(ctx: typer.Context, name: Name,
     console.print(f"Revoked token {token.id} of {name}.")
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
-
-
 @cert_app.command("create")
 def cert_create(
     ctx: typer.Context, name: Name,
@@ -185,7 +179,7 @@ def cert_create(
                                 lifetime_days=days)
     issued = call(ctx, as_json, lambda client: client.issue_certificate(name, request))
     out.mkdir(parents=True, exist_ok=True)
-    _write_private(out / f"{name}-key.pem", key.private_bytes(
+    write_private(out / f"{name}-key.pem", key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
     (out / f"{name}.pem").write_text(issued.certificate_pem)

@@ -15,6 +15,7 @@ from pathlib import Path
 import tomli_w
 
 from trustauthority.errors import ConfigError, UsageError
+from trustauthority.files import write_private
 
 PROFILES_FILE = "profiles.toml"
 _KEYS = ("server", "ca", "token", "client_cert", "client_key")
@@ -58,9 +59,7 @@ def save_profile(name: str, profile: Profile) -> Path:
     profiles = _read_all()
     profiles[name] = {k: v for k, v in vars(profile).items() if v is not None}
     path = directory / PROFILES_FILE
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(tomli_w.dumps(profiles))
+    write_private(path, tomli_w.dumps(profiles))
     return path
 
 

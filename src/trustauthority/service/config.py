@@ -15,6 +15,7 @@ import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trustauthority.errors import ConfigError
+from trustauthority.files import write_private
 
 CONFIG_NAME = "config.toml"
 
@@ -56,10 +57,8 @@ class ServiceConfig(BaseModel):
 def write_config(data_dir: Path, config: ServiceConfig) -> Path:
     target = data_dir / CONFIG_NAME
     # owner-only: a PostgreSQL URL may carry a password
-    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write("# Trust Authority service configuration (paths relative to this "
-                     "directory)\n" + tomli_w.dumps(config.model_dump()))
+    write_private(target, "# Trust Authority service configuration (paths relative to this "
+                          "directory)\n" + tomli_w.dumps(config.model_dump()))
     return target
 
 

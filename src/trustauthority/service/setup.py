@@ -7,7 +7,6 @@ first trust-admin with its token, which is returned once and never stored.
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from trustauthority.errors import ConfigError, Conflict
+from trustauthority.files import write_private
 from trustauthority.service import pki
 from trustauthority.service.config import CONFIG_NAME, ServiceConfig, TlsConfig, write_config
 from trustauthority.service.keys import KeyPurpose
@@ -33,12 +33,6 @@ class InitResult:
     admin_token: str
     ca_file: Path
     url: str
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(data)
 
 
 def _pem(certificate: x509.Certificate) -> bytes:
@@ -83,7 +77,7 @@ def initialise(data_dir: Path, *, database_url: str | None = None,
         else:
             server_key, server = pki.issue_server_certificate(ca_key, ca, hostnames, now)
             (data_dir / "tls" / "server.pem").write_bytes(_pem(server) + _pem(ca))
-            _write_private(data_dir / "tls" / "server-key.pem", server_key.private_bytes(
+            write_private(data_dir / "tls" / "server-key.pem", server_key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption()))
         issued = platform.principals.bootstrap_admin(admin_name, request_id="init")

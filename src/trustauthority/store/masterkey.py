@@ -9,7 +9,6 @@ key plugs in later without touching the callers.
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import stat
 from pathlib import Path
@@ -19,6 +18,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from trustauthority.errors import ConfigError
+from trustauthority.files import write_private
 
 _VERSION = b"\x01"
 _NONCE_BYTES = 12
@@ -75,11 +75,9 @@ def create_master_key_file(path: Path) -> AesGcmMasterKey:
     """Write a new random key, readable by its owner only; refuse to overwrite one."""
     key = secrets.token_bytes(KEY_BYTES)
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_private(path, key, exclusive=True)
     except FileExistsError:
         raise ConfigError(f"{path} already exists; refusing to replace a master key") from None
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(key)
     return AesGcmMasterKey(key)
 
 
