@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Group
 from rich.table import Table
 
 from trustauthority.cli.connect import build, call
-from trustauthority.cli.output import EXIT_REJECTED, console, print_json, read_input_file
+from trustauthority.cli.output import EXIT_REJECTED, console, emit, print_json, read_input_file
 from trustauthority.cli.trust import cluster_app
 from trustauthority.schemas import BaselineImport, BaselineOut, ClusterBaselineAdd
 
@@ -51,20 +52,14 @@ def import_(
                                      "event_log_base64": base64.b64encode(raw).decode()},
                     as_json)
     made = call(ctx, as_json, lambda client: client.import_baseline(request))
-    if as_json:
-        print_json(made.model_dump(mode="json"))
-        return
-    console.print(_table([made]))
+    emit(made, as_json, _table([made]))
 
 
 @app.command("list")
 def list_(ctx: typer.Context, as_json: Json = False) -> None:
     """List baselines and the clusters they are active for.  Example: `ta baseline list`"""
     baselines = call(ctx, as_json, lambda client: client.list_baselines())
-    if as_json:
-        print_json([item.model_dump(mode="json") for item in baselines])
-        return
-    console.print(_table(baselines))
+    emit(baselines, as_json, _table(baselines))
 
 
 @app.command("show")
@@ -73,10 +68,6 @@ def show(ctx: typer.Context, name: Name,
          as_json: Json = False) -> None:
     """Show a baseline's components and reference digests.  Example: `ta baseline show golden`"""
     item = call(ctx, as_json, lambda client: client.get_baseline(name, version))
-    if as_json:
-        print_json(item.model_dump(mode="json"))
-        return
-    console.print(_table([item]))
     components = item.baseline.get("components")
     table = Table("component", "PCR", "events", "first event")
     for component in components if isinstance(components, list) else []:
@@ -84,7 +75,7 @@ def show(ctx: typer.Context, name: Name,
         first = events[0] if events else {}
         table.add_row(str(component.get("kind")), str(component.get("pcr")), str(len(events)),
                       f"{str(first.get('digest', ''))[:16]}… {first.get('label', '')}"[:80])
-    console.print(table)
+    emit(item, as_json, Group(_table([item]), table))
 
 
 @app.command("diff")
@@ -115,10 +106,7 @@ def delete(ctx: typer.Context, name: Name,
            as_json: Json = False) -> None:
     """Delete one version (not while a cluster uses it).  Example: `ta baseline delete golden 1`"""
     item = call(ctx, as_json, lambda client: client.delete_baseline(name, version))
-    if as_json:
-        print_json(item.model_dump(mode="json"))
-        return
-    console.print(f"Deleted {item.name} v{item.version}.")
+    emit(item, as_json, f"Deleted {item.name} v{item.version}.")
 
 
 @cluster_app.command("add-baseline")
@@ -130,10 +118,7 @@ def add_baseline(ctx: typer.Context, cluster: Annotated[str, typer.Argument()],
     """Make a baseline active for a cluster.  Example: `ta cluster add-baseline prod golden`"""
     request = build(ClusterBaselineAdd, {"baseline": baseline, "version": version}, as_json)
     item = call(ctx, as_json, lambda client: client.add_cluster_baseline(cluster, request))
-    if as_json:
-        print_json(item.model_dump(mode="json"))
-        return
-    console.print(f"{item.name} v{item.version} is active for {', '.join(item.clusters)}.")
+    emit(item, as_json, f"{item.name} v{item.version} is active for {', '.join(item.clusters)}.")
 
 
 @cluster_app.command("remove-baseline")
@@ -144,7 +129,4 @@ def remove_baseline(ctx: typer.Context, cluster: Annotated[str, typer.Argument()
     """Stop using a baseline for a cluster.  Example: `ta cluster remove-baseline prod golden 1`"""
     item = call(ctx, as_json,
                 lambda client: client.remove_cluster_baseline(cluster, baseline, version))
-    if as_json:
-        print_json(item.model_dump(mode="json"))
-        return
-    console.print(f"{item.name} v{item.version} is no longer active for {cluster}.")
+    emit(item, as_json, f"{item.name} v{item.version} is no longer active for {cluster}.")

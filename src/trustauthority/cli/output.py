@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, NoReturn
 
-from rich.console import Console
+from pydantic import BaseModel
+from rich.console import Console, RenderableType
 
 from trustauthority.errors import (
     AccessError,
@@ -30,6 +33,21 @@ err_console = Console(stderr=True)
 
 def print_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+
+
+def emit(result: BaseModel | Sequence[BaseModel], as_json: bool,
+         human: RenderableType) -> None:
+    """A command's result: its JSON for scripts, or `human` (text, a table) for people."""
+    if as_json:
+        print_json([item.model_dump(mode="json") for item in result]
+                   if isinstance(result, Sequence) else result.model_dump(mode="json"))
+    else:
+        console.print(human)
+
+
+def when(moment: datetime | None) -> str:
+    """A time for a table: to the second, "-" for none."""
+    return "-" if moment is None else moment.isoformat()[:19].replace("T", " ")
 
 
 def fail(message: str, code: int = EXIT_USAGE, *, as_json: bool = False,

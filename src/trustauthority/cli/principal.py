@@ -10,12 +10,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from trustauthority.cli.connect import build, call
-from trustauthority.cli.output import console, print_json
+from trustauthority.cli.output import console, emit, print_json, when
 from trustauthority.files import write_private
-from trustauthority.schemas import CertificateCreate, PrincipalCreate, PrincipalOut, TokenCreate
+from trustauthority.schemas import (
+    CertificateCreate,
+    PrincipalCreate,
+    PrincipalOut,
+    TokenCreate,
+    TokenOut,
+)
 
 app = typer.Typer(help="Principals (people, automation, hosts), their roles and credentials.",
                   no_args_is_help=True)
@@ -28,26 +36,27 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 Name = Annotated[str, typer.Argument(help="Principal name.")]
 
 
-def _when(value: object) -> str:
-    return "-" if value is None else str(value)[:19].replace("T", " ")
-
-
 def _principals_table(principals: list[PrincipalOut]) -> Table:
     table = Table("name", "kind", "roles", "created", "by", "revoked")
     for p in principals:
-        table.add_row(p.name, p.kind, ", ".join(p.roles), _when(p.created_at), p.created_by,
-                      _when(p.revoked_at))
+        table.add_row(p.name, p.kind, ", ".join(p.roles), when(p.created_at), p.created_by,
+                      when(p.revoked_at))
+    return table
+
+
+def _tokens_table(tokens: list[TokenOut]) -> Table:
+    table = Table("token id", "label", "created", "expires", "revoked")
+    for t in tokens:
+        table.add_row(t.id, t.label, when(t.created_at), when(t.expires_at),
+                      when(t.revoked_at))
     return table
 
 
 def whoami(ctx: typer.Context, as_json: Json = False) -> None:
     """Show the principal and roles behind the current credential.  Example: `ta whoami`"""
     me = call(ctx, as_json, lambda client: client.whoami())
-    if as_json:
-        print_json(me.model_dump(mode="json"))
-        return
-    console.print(f"[bold]{me.principal.name}[/] ({me.principal.kind}) roles: "
-                  f"{', '.join(me.principal.roles)}; credential {me.credential}")
+    emit(me, as_json, f"[bold]{me.principal.name}[/] ({me.principal.kind}) roles: "
+                      f"{', '.join(me.principal.roles)}; credential {me.credential}")
 
 
 @app.command("add")
@@ -67,11 +76,9 @@ def add(
         "name": name, "kind": kind, "roles": role, "description": description,
         "allow_multiple_roles": allow_multiple_roles}, as_json)
     principal = call(ctx, as_json, lambda client: client.create_principal(request))
-    if as_json:
-        print_json(principal.model_dump(mode="json"))
-        return
-    console.print(f"Added [bold]{principal.name}[/] ({', '.join(principal.roles)}). "
-                  f"Give it a credential: ta principal token create {principal.name}")
+    emit(principal, as_json,
+         f"Added [bold]{principal.name}[/] ({', '.join(principal.roles)}). "
+         f"Give it a credential: ta principal token create {principal.name}")
 
 
 @app.command("list")
@@ -82,10 +89,7 @@ def list_(ctx: typer.Context,
     """List principals.  Example: `ta principal list`"""
     principals = call(ctx, as_json,
                       lambda client: client.list_principals(include_revoked=include_revoked))
-    if as_json:
-        print_json([p.model_dump(mode="json") for p in principals])
-        return
-    console.print(_principals_table(principals))
+    emit(principals, as_json, _principals_table(principals))
 
 
 @app.command("show")
@@ -97,22 +101,14 @@ def show(ctx: typer.Context, name: Name, as_json: Json = False) -> None:
         print_json({**principal.model_dump(mode="json"),
                     "tokens": [t.model_dump(mode="json") for t in tokens]})
         return
-    console.print(_principals_table([principal]))
-    table = Table("token id", "label", "created", "expires", "revoked")
-    for t in tokens:
-        table.add_row(t.id, t.label, _when(t.created_at), _when(t.expires_at),
-                      _when(t.revoked_at))
-    console.print(table)
+    console.print(Group(_principals_table([principal]), _tokens_table(tokens)))
 
 
 @app.command("revoke")
 def revoke(ctx: typer.Context, name: Name, as_json: Json = False) -> None:
     """Revoke a principal and every credential it holds.  Example: `ta principal revoke bob`"""
     principal = call(ctx, as_json, lambda client: client.revoke_principal(name))
-    if as_json:
-        print_json(principal.model_dump(mode="json"))
-        return
-    console.print(f"Revoked [bold]{principal.name}[/] and its tokens and certificates.")
+    emit(principal, as_json, f"Revoked [bold]{principal.name}[/] and its tokens and certificates.")
 
 
 @token_app.command("create")
@@ -126,25 +122,16 @@ def token_create(
     """Create an API token (shown once).  Example: `ta principal token create alice`"""
     request = build(TokenCreate, {"label": label, "expires_in_days": expires_in_days}, as_json)
     issued = call(ctx, as_json, lambda client: client.create_token(name, request))
-    if as_json:
-        print_json(issued.model_dump(mode="json"))
-        return
-    console.print(f"Token {issued.info.id} for [bold]{name}[/] (shown once):")
-    console.print(issued.token, highlight=False, soft_wrap=True)
+    # the token alone on its line, unhighlighted and unwrapped, so it copies whole
+    emit(issued, as_json, Group(f"Token {issued.info.id} for [bold]{name}[/] (shown once):",
+                                Text(issued.token, no_wrap=True, overflow="ignore")))
 
 
 @token_app.command("list")
 def token_list(ctx: typer.Context, name: Name, as_json: Json = False) -> None:
     """List a principal's tokens (never their secrets).  Example: `ta principal token list alice`"""
     tokens = call(ctx, as_json, lambda client: client.list_tokens(name))
-    if as_json:
-        print_json([t.model_dump(mode="json") for t in tokens])
-        return
-    table = Table("token id", "label", "created", "expires", "revoked")
-    for t in tokens:
-        table.add_row(t.id, t.label, _when(t.created_at), _when(t.expires_at),
-                      _when(t.revoked_at))
-    console.print(table)
+    emit(tokens, as_json, _tokens_table(tokens))
 
 
 @token_app.command("revoke")
@@ -153,10 +140,7 @@ def token_revoke(ctx: typer.Context, name: Name,
                  as_json: Json = False) -> None:
     """Revoke one token.  Example: `ta principal token revoke alice 0123abcd…`"""
     token = call(ctx, as_json, lambda client: client.revoke_token(name, token_id))
-    if as_json:
-        print_json(token.model_dump(mode="json"))
-        return
-    console.print(f"Revoked token {token.id} of {name}.")
+    emit(token, as_json, f"Revoked token {token.id} of {name}.")
 
 
 @cert_app.command("create")
@@ -191,6 +175,6 @@ def cert_create(
                     "key": str(out / f"{name}-key.pem")})
         return
     console.print(f"Certificate for [bold]{name}[/] in {out} (sha256 "
-                  f"{issued.fingerprint_sha256[:16]}…, until {_when(issued.not_after)}). Use: "
+                  f"{issued.fingerprint_sha256[:16]}…, until {when(issued.not_after)}). Use: "
                   f"ta --client-cert {out / (name + '.pem')} --client-key "
                   f"{out / (name + '-key.pem')} whoami", highlight=False, soft_wrap=True)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from trustauthority.cli.connect import build, call
-from trustauthority.cli.output import console, print_json, read_input_file
+from trustauthority.cli.output import emit, read_input_file, when
 from trustauthority.schemas import (
     ClusterCreate,
     ClusterOut,
@@ -32,10 +32,6 @@ Fingerprint = Annotated[str, typer.Argument(help="SHA-256 fingerprint (64 hex di
 Description = Annotated[str, typer.Option(help="Free text.")]
 
 
-def _when(value: object) -> str:
-    return str(value)[:19].replace("T", " ")
-
-
 @tpm_ca_app.command("add")
 def tpm_ca_add(ctx: typer.Context,
                file: Annotated[Path, typer.Argument(help="PEM (one or more) or DER certificate.")],
@@ -45,12 +41,9 @@ def tpm_ca_add(ctx: typer.Context,
     pem = raw.decode("latin-1") if b"-----BEGIN" in raw else _der_to_pem(raw)
     request = build(TpmCaAdd, {"certificate_pem": pem, "description": description}, as_json)
     added = call(ctx, as_json, lambda client: client.add_tpm_cas(request))
-    if as_json:
-        print_json([ca.model_dump(mode="json") for ca in added])
-        return
-    for ca in added:
-        console.print(f"Trusted {'root' if ca.is_root else 'intermediate'} {ca.subject} "
-                      f"({ca.fingerprint_sha256[:16]}…, until {_when(ca.not_after)})")
+    emit(added, as_json, "\n".join(
+        f"Trusted {'root' if ca.is_root else 'intermediate'} {ca.subject} "
+        f"({ca.fingerprint_sha256[:16]}…, until {when(ca.not_after)})" for ca in added))
 
 
 def _der_to_pem(raw: bytes) -> str:
@@ -65,24 +58,18 @@ def _der_to_pem(raw: bytes) -> str:
 def tpm_ca_list(ctx: typer.Context, as_json: Json = False) -> None:
     """List trusted TPM CAs.  Example: `ta tpm-ca list`"""
     cas = call(ctx, as_json, lambda client: client.list_tpm_cas())
-    if as_json:
-        print_json([ca.model_dump(mode="json") for ca in cas])
-        return
     table = Table("fingerprint", "subject", "kind", "until", "added by")
     for ca in cas:
         table.add_row(ca.fingerprint_sha256[:16] + "…", ca.subject,
-                      "root" if ca.is_root else "intermediate", _when(ca.not_after), ca.added_by)
-    console.print(table)
+                      "root" if ca.is_root else "intermediate", when(ca.not_after), ca.added_by)
+    emit(cas, as_json, table)
 
 
 @tpm_ca_app.command("remove")
 def tpm_ca_remove(ctx: typer.Context, fingerprint: Fingerprint, as_json: Json = False) -> None:
     """Stop trusting a TPM CA.  Example: `ta tpm-ca remove 3f2a…`"""
     removed = call(ctx, as_json, lambda client: client.remove_tpm_ca(fingerprint))
-    if as_json:
-        print_json(removed.model_dump(mode="json"))
-        return
-    console.print(f"Removed {removed.subject}.")
+    emit(removed, as_json, f"Removed {removed.subject}.")
 
 
 @ek_app.command("add")
@@ -94,42 +81,30 @@ def ek_add(ctx: typer.Context,
     request = build(EkAdd, {"public_key_pem": raw.decode("latin-1"),
                             "description": description}, as_json)
     added = call(ctx, as_json, lambda client: client.add_ek(request))
-    if as_json:
-        print_json(added.model_dump(mode="json"))
-        return
-    console.print(f"Allowed EK {added.fingerprint_sha256[:16]}… ({added.algorithm}).")
+    emit(added, as_json, f"Allowed EK {added.fingerprint_sha256[:16]}… ({added.algorithm}).")
 
 
 @ek_app.command("list")
 def ek_list(ctx: typer.Context, as_json: Json = False) -> None:
     """List allowed EKs.  Example: `ta ek list`"""
     eks = call(ctx, as_json, lambda client: client.list_eks())
-    if as_json:
-        print_json([ek.model_dump(mode="json") for ek in eks])
-        return
     table = Table("fingerprint", "algorithm", "description", "added", "by")
     for ek in eks:
-        table.add_row(ek.fingerprint_sha256, ek.algorithm, ek.description, _when(ek.added_at),
+        table.add_row(ek.fingerprint_sha256, ek.algorithm, ek.description, when(ek.added_at),
                       ek.added_by)
-    console.print(table)
+    emit(eks, as_json, table)
 
 
 @ek_app.command("remove")
 def ek_remove(ctx: typer.Context, fingerprint: Fingerprint, as_json: Json = False) -> None:
     """Remove an allowed EK.  Example: `ta ek remove 3f2a…`"""
     removed = call(ctx, as_json, lambda client: client.remove_ek(fingerprint))
-    if as_json:
-        print_json(removed.model_dump(mode="json"))
-        return
-    console.print(f"Removed EK {removed.fingerprint_sha256[:16]}….")
+    emit(removed, as_json, f"Removed EK {removed.fingerprint_sha256[:16]}….")
 
 
 def _print_settings(settings: TpmSettingsOut, as_json: bool) -> None:
-    if as_json:
-        print_json(settings.model_dump())
-        return
-    for key, value in settings.model_dump().items():
-        console.print(f"{key.replace('_', '-')}: {'yes' if value else 'no'}")
+    emit(settings, as_json, "\n".join(f"{key.replace('_', '-')}: {'yes' if value else 'no'}"
+                                      for key, value in settings.model_dump().items()))
 
 
 @settings_app.command("show")
@@ -195,20 +170,14 @@ def cluster_create(
                                     "policy": policy, "token_lifetime_seconds": token_lifetime,
                                     "attestation_interval_seconds": interval}, as_json)
     created = call(ctx, as_json, lambda client: client.create_cluster(request))
-    if as_json:
-        print_json(created.model_dump(mode="json"))
-        return
-    console.print(_cluster_table([created]))
+    emit(created, as_json, _cluster_table([created]))
 
 
 @cluster_app.command("list")
 def cluster_list(ctx: typer.Context, as_json: Json = False) -> None:
     """List clusters.  Example: `ta cluster list`"""
     clusters = call(ctx, as_json, lambda client: client.list_clusters())
-    if as_json:
-        print_json([cluster.model_dump(mode="json") for cluster in clusters])
-        return
-    console.print(_cluster_table(clusters))
+    emit(clusters, as_json, _cluster_table(clusters))
 
 
 @cluster_app.command("show")
@@ -216,10 +185,7 @@ def cluster_show(ctx: typer.Context, name: Annotated[str, typer.Argument()],
                  as_json: Json = False) -> None:
     """Show one cluster.  Example: `ta cluster show prod`"""
     cluster = call(ctx, as_json, lambda client: client.get_cluster(name))
-    if as_json:
-        print_json(cluster.model_dump(mode="json"))
-        return
-    console.print(_cluster_table([cluster]))
+    emit(cluster, as_json, _cluster_table([cluster]))
 
 
 @cluster_app.command("delete")
@@ -227,7 +193,4 @@ def cluster_delete(ctx: typer.Context, name: Annotated[str, typer.Argument()],
                    as_json: Json = False) -> None:
     """Delete a cluster.  Example: `ta cluster delete staging`"""
     deleted = call(ctx, as_json, lambda client: client.delete_cluster(name))
-    if as_json:
-        print_json(deleted.model_dump(mode="json"))
-        return
-    console.print(f"Deleted cluster {deleted.name}.")
+    emit(deleted, as_json, f"Deleted cluster {deleted.name}.")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,10 +22,10 @@ from trustauthority.eventlog import parse_event_log
 from trustauthority.policy import Baseline, Difference, baseline_from_event_log, diff_baselines
 from trustauthority.service.audit import AuditLog
 from trustauthority.service.authz import Caller, Permission, authorize
+from trustauthority.service.names import check_name
 from trustauthority.store.db import Database
 from trustauthority.store.models import BaselineRecord, Cluster, ClusterBaseline
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_EVENT_LOG_BYTES = 512 * 1024
 
 
@@ -78,8 +77,7 @@ class BaselineService:
                          strict: bool = False) -> BaselineView:
         """A new version of baseline `name` from a known-good host's firmware event log."""
         role = authorize(caller, Permission.BASELINE_MANAGE)
-        if not _NAME.match(name):
-            raise UsageError(f"{name[:64]!r} is not a valid baseline name")
+        check_name("baseline", name)
         if len(raw_event_log) > MAX_EVENT_LOG_BYTES:
             raise UsageError(f"the event log is larger than {MAX_EVENT_LOG_BYTES} bytes")
         log = parse_event_log(raw_event_log)

@@ -4,7 +4,6 @@ token lifetime and attestation interval (and, later, its baselines and key-provi
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,10 +17,10 @@ from trustauthority.errors import Conflict, NotFound, UsageError
 from trustauthority.policy import DEFAULT_PCRS as POLICY_DEFAULT_PCRS
 from trustauthority.service.audit import AuditLog
 from trustauthority.service.authz import Caller, Permission, authorize
+from trustauthority.service.names import check_name
 from trustauthority.store.db import Database
 from trustauthority.store.models import Cluster
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 #: the PCRs compared by default (`policy.DEFAULT_PCRS`, which says why 1, 5 and 6 are not)
 DEFAULT_PCRS = tuple(sorted(POLICY_DEFAULT_PCRS))
 
@@ -90,9 +89,7 @@ class ClusterService:
                policy: ClusterPolicy | None = None, token_lifetime_seconds: int = 600,
                attestation_interval_seconds: int = 300) -> ClusterView:
         role = authorize(caller, Permission.CLUSTER_MANAGE)
-        if not _NAME.match(name):
-            raise UsageError(f"{name[:64]!r} is not a valid cluster name (letters, digits, "
-                             "'.', '_', '-'; up to 128 characters)")
+        check_name("cluster", name)
         if not 30 <= token_lifetime_seconds <= 86_400:
             raise UsageError("the token lifetime must be between 30 seconds and a day")
         if not 10 <= attestation_interval_seconds <= 86_400:

@@ -7,7 +7,6 @@ role); the last trust-admin cannot be revoked, so the service cannot be locked o
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,10 +29,10 @@ from trustauthority.service.authz import (
 )
 from trustauthority.service.credentials import new_token
 from trustauthority.service.keys import KeyPurpose, ServiceKeys
+from trustauthority.service.names import check_name
 from trustauthority.store.db import Database
 from trustauthority.store.models import ApiToken, ClientCertificate, Principal, PrincipalRole
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 KINDS = ("person", "automation", "host")
 MAX_TOKEN_LIFETIME = timedelta(days=3650)
 
@@ -93,13 +92,6 @@ def _token_view(token: ApiToken, principal: str) -> TokenView:
                      revoked_at=token.revoked_at)
 
 
-def check_name(name: str) -> str:
-    if not _NAME.match(name):
-        raise UsageError(f"{name[:64]!r} is not a valid principal name (letters, digits, "
-                         "'.', '_', '@', '-'; up to 128 characters)")
-    return name
-
-
 class PrincipalService:
     def __init__(self, db: Database, audit: AuditLog, keys: ServiceKeys,
                  clock: Callable[[], datetime]) -> None:
@@ -119,7 +111,7 @@ class PrincipalService:
     def _new_principal(self, session: Session, *, name: str, kind: str, roles: frozenset[Role],
                        description: str, multiple_roles_approved: bool,
                        created_by: str) -> Principal:
-        check_name(name)
+        check_name("principal", name)
         if kind not in KINDS:
             raise UsageError(f"kind must be one of {', '.join(KINDS)}")
         if (kind == "host") != (Role.HOST in roles):
