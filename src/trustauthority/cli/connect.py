@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -12,7 +12,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 
 from trustauthority.cli.output import fail, fail_with
-from trustauthority.cli.profile import resolve
+from trustauthority.cli.profile import Profile, resolve
 from trustauthority.client import Credentials, TrustAuthorityClient
 from trustauthority.errors import TrustAuthorityError
 
@@ -22,12 +22,10 @@ Model = TypeVar("Model", bound=BaseModel)
 
 @dataclass
 class ConnectionFlags:
-    profile: str | None = None
-    server: str | None = None
-    ca: str | None = None
-    token: str | None = None
-    client_cert: str | None = None
-    client_key: str | None = None
+    """The global options (each already read from its environment variable when not given)."""
+
+    profile: str = "default"
+    given: Profile = field(default_factory=Profile)
 
 
 def flags_of(ctx: typer.Context) -> ConnectionFlags:
@@ -39,8 +37,7 @@ def flags_of(ctx: typer.Context) -> ConnectionFlags:
 
 def open_client(ctx: typer.Context) -> TrustAuthorityClient:
     flags = flags_of(ctx)
-    profile = resolve(flags.profile, server=flags.server, ca=flags.ca, token=flags.token,
-                      client_cert=flags.client_cert, client_key=flags.client_key)
+    profile = resolve(flags.profile, flags.given)
     assert profile.server is not None  # noqa: S101 - resolve() refuses a profile without one
     return TrustAuthorityClient(
         profile.server,

@@ -19,6 +19,7 @@ from trustauthority.cli import (
     trust,
 )
 from trustauthority.cli.connect import ConnectionFlags
+from trustauthority.cli.profile import Profile
 
 app = typer.Typer(
     name="trustauthority",
@@ -45,8 +46,9 @@ def connection(
                                                    envvar="TA_CLIENT_KEY")] = None,
 ) -> None:
     """How to reach the service: flags, then environment, then the saved profile."""
-    ctx.obj = ConnectionFlags(profile=profile, server=server, ca=ca, token=token,
-                              client_cert=client_cert, client_key=client_key)
+    ctx.obj = ConnectionFlags(profile or "default",
+                              Profile(server=server, ca=ca, token=token,
+                                      client_cert=client_cert, client_key=client_key))
 
 
 app.command("init")(service.init)

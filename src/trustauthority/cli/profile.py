@@ -2,14 +2,15 @@
 
 `profiles.toml` (owner-only, since it may hold a token) has one table per profile. Flags win over
 environment variables (`TA_SERVER`, `TA_CA`, `TA_TOKEN`, `TA_CLIENT_CERT`, `TA_CLIENT_KEY`,
-`TA_PROFILE`), which win over the profile. `TA_CONFIG_DIR` moves the directory.
+`TA_PROFILE`; the CLI's global options read them), which win over the profile.
+`TA_CONFIG_DIR` moves the directory.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import tomli_w
@@ -63,19 +64,15 @@ def save_profile(name: str, profile: Profile) -> Path:
     return path
 
 
-def resolve(profile_name: str | None, **flags: str | None) -> Profile:
-    """Flags, then environment, then the profile."""
-    name = profile_name or os.environ.get("TA_PROFILE") or "default"
+def resolve(name: str, given: Profile) -> Profile:
+    """What the flags (or their environment variables) give, else what profile `name` holds.
+
+    A credential is taken whole: an explicit token or certificate replaces the profile's.
+    """
     stored = load_profile(name)
-    given = {key: flags.get(key) or os.environ.get(f"TA_{key.upper()}") for key in _KEYS}
-    # a credential is taken whole: an explicit token or certificate replaces the profile's
-    explicit_credential = any(given[key] for key in ("token", "client_cert", "client_key"))
-    values = {}
-    for key in _KEYS:
-        inherited = None if explicit_credential and key != "server" and key != "ca" else (
-            getattr(stored, key))
-        values[key] = given[key] or inherited
-    resolved = Profile(**values)
+    if given.token or given.client_cert or given.client_key:
+        stored = replace(stored, token=None, client_cert=None, client_key=None)
+    resolved = Profile(**{key: getattr(given, key) or getattr(stored, key) for key in _KEYS})
     if resolved.server is None:
         raise UsageError(f"no server URL: pass --server, set TA_SERVER, or run `ta login` "
                          f"(profile {name!r})")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -18,10 +17,6 @@ from trustauthority.errors import UsageError
 DataDir = Annotated[Path, typer.Option("--data-dir", "-d", help="The service's data directory.",
                                        envvar="TA_DATA_DIR")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-
-
-def profile_name(ctx: typer.Context) -> str:
-    return flags_of(ctx).profile or os.environ.get("TA_PROFILE") or "default"
 
 
 def init(
@@ -56,7 +51,7 @@ def init(
                             listen_host=host, listen_port=port, master_key_file=master_key,
                             tls_certificate=tls_cert, tls_key=tls_key)
         if login:
-            save_profile(profile_name(ctx), Profile(server=result.url, ca=str(result.ca_file),
+            save_profile(flags_of(ctx).profile, Profile(server=result.url, ca=str(result.ca_file),
                                                      token=result.admin_token))
     if as_json:
         print_json({"ok": True, "data_dir": str(result.data_dir), "url": result.url,
@@ -116,19 +111,17 @@ def login(
     Example: `ta login --server https://localhost:8443 --ca ca.pem --token-stdin < token`
     """
     flags = flags_of(ctx)
-    token = sys.stdin.readline().strip() if token_stdin else flags.token
+    token = sys.stdin.readline().strip() if token_stdin else flags.given.token
     with handled(as_json):
         if token is None and client_cert is None:
             raise UsageError("give a credential: --token-stdin, --token, or --client-cert")
-    flags.server, flags.token = server, token
-    flags.ca = str(ca.resolve()) if ca else None
-    flags.client_cert = str(client_cert.resolve()) if client_cert else None
-    flags.client_key = str(client_key.resolve()) if client_key else None
+    # exactly what is saved is what is checked first
+    flags.given = Profile(server=server, ca=str(ca.resolve()) if ca else None, token=token,
+                          client_cert=str(client_cert.resolve()) if client_cert else None,
+                          client_key=str(client_key.resolve()) if client_key else None)
     me = call(ctx, as_json, lambda client: client.whoami())
-    name = flags.profile or profile_name(ctx)
-    path = save_profile(name, Profile(server=server, ca=flags.ca, token=token,
-                                      client_cert=flags.client_cert,
-                                      client_key=flags.client_key))
+    name = flags.profile
+    path = save_profile(name, flags.given)
     if as_json:
         print_json({"ok": True, "profile": name, "principal": me.principal.name,
                     "roles": me.principal.roles})
