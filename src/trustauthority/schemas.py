@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from trustauthority.policy import DEFAULT_PCRS
+
 
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -184,7 +186,8 @@ class TpmSettingsUpdate(Request):
 
 class ClusterPolicyModel(Request):
     require_secure_boot: bool = True
-    pcrs: list[int] = Field(default=[0, 2, 3, 4, 7, 8, 9], min_length=1, max_length=24,
+    pcrs: list[int] = Field(default=sorted(DEFAULT_PCRS), min_length=1,
+                            max_length=24,
                             description="PCRs compared; 1, 5 and 6 vary between identical hosts")
     allow_unknown_events: bool = False
     strict_pcr_values: bool = False

@@ -14,30 +14,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from trustauthority.errors import Conflict, NotFound, UsageError
-from trustauthority.policy import DEFAULT_PCRS as POLICY_DEFAULT_PCRS
+from trustauthority.policy import Policy
 from trustauthority.service.audit import AuditLog
 from trustauthority.service.authz import Caller, Permission, authorize
 from trustauthority.service.names import check_name
 from trustauthority.store.db import Database
 from trustauthority.store.models import Cluster
-
-#: the PCRs compared by default (`policy.DEFAULT_PCRS`, which says why 1, 5 and 6 are not)
-DEFAULT_PCRS = tuple(sorted(POLICY_DEFAULT_PCRS))
-
-
-@dataclass(frozen=True)
-class ClusterPolicy:
-    """Appraisal knobs, with secure defaults."""
-
-    require_secure_boot: bool = True
-    pcrs: tuple[int, ...] = DEFAULT_PCRS
-    allow_unknown_events: bool = False
-    strict_pcr_values: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {"require_secure_boot": self.require_secure_boot, "pcrs": list(self.pcrs),
-                "allow_unknown_events": self.allow_unknown_events,
-                "strict_pcr_values": self.strict_pcr_values}
 
 
 @dataclass(frozen=True)
@@ -45,32 +27,32 @@ class ClusterView:
     id: str
     name: str
     description: str
-    policy: ClusterPolicy
+    policy: Policy
     token_lifetime_seconds: int
     attestation_interval_seconds: int
     created_at: datetime
     created_by: str
 
 
-def _policy(raw: str) -> ClusterPolicy:
+def policy_to_json(policy: Policy) -> dict[str, Any]:
+    """The cluster's stored (and API) form of its `policy.Policy`."""
+    return {"require_secure_boot": policy.require_secure_boot, "pcrs": sorted(policy.pcrs),
+            "allow_unknown_events": policy.allow_unknown_events,
+            "strict_pcr_values": policy.strict}
+
+
+def _policy(raw: str) -> Policy:
     value = json.loads(raw)
-    return ClusterPolicy(require_secure_boot=bool(value["require_secure_boot"]),
-                         pcrs=tuple(int(pcr) for pcr in value["pcrs"]),
-                         allow_unknown_events=bool(value["allow_unknown_events"]),
-                         strict_pcr_values=bool(value["strict_pcr_values"]))
+    return Policy(require_secure_boot=value["require_secure_boot"],
+                  pcrs=frozenset(value["pcrs"]),
+                  allow_unknown_events=value["allow_unknown_events"],
+                  strict=value["strict_pcr_values"])
 
 
 def _view(row: Cluster) -> ClusterView:
     return ClusterView(row.id, row.name, row.description, _policy(row.policy),
                        row.token_lifetime_seconds, row.attestation_interval_seconds,
                        row.created_at, row.created_by)
-
-
-def check_policy(policy: ClusterPolicy) -> ClusterPolicy:
-    if not policy.pcrs or any(not 0 <= pcr <= 23 for pcr in policy.pcrs):
-        raise UsageError("compared PCRs must be a non-empty set of PCR indices 0–23")
-    return ClusterPolicy(policy.require_secure_boot, tuple(sorted(set(policy.pcrs))),
-                         policy.allow_unknown_events, policy.strict_pcr_values)
 
 
 class ClusterService:
@@ -86,7 +68,7 @@ class ClusterService:
         return row
 
     def create(self, caller: Caller, request_id: str, *, name: str, description: str = "",
-               policy: ClusterPolicy | None = None, token_lifetime_seconds: int = 600,
+               policy: Policy | None = None, token_lifetime_seconds: int = 600,
                attestation_interval_seconds: int = 300) -> ClusterView:
         role = authorize(caller, Permission.CLUSTER_MANAGE)
         check_name("cluster", name)
@@ -94,12 +76,12 @@ class ClusterService:
             raise UsageError("the token lifetime must be between 30 seconds and a day")
         if not 10 <= attestation_interval_seconds <= 86_400:
             raise UsageError("the attestation interval must be between 10 seconds and a day")
-        checked = check_policy(policy or ClusterPolicy())
+        checked = policy or Policy()
         with self._db.session() as session:
             if session.scalars(select(Cluster.id).where(Cluster.name == name)).first():
                 raise Conflict(f"a cluster named {name!r} already exists")
             row = Cluster(id=str(uuid.uuid4()), name=name, description=description[:512],
-                          policy=json.dumps(checked.to_json(), sort_keys=True),
+                          policy=json.dumps(policy_to_json(checked), sort_keys=True),
                           token_lifetime_seconds=token_lifetime_seconds,
                           attestation_interval_seconds=attestation_interval_seconds,
                           created_at=self._clock(), created_by=caller.name)
@@ -107,7 +89,7 @@ class ClusterService:
             self._audit.record(session, principal=caller.name, role=role,
                                action="cluster.create", target=name, outcome="success",
                                request_id=request_id,
-                               details={"policy": checked.to_json(),
+                               details={"policy": policy_to_json(checked),
                                         "token_lifetime_seconds": token_lifetime_seconds,
                                         "attestation_interval_seconds":
                                             attestation_interval_seconds})

@@ -7,9 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request
 
 from trustauthority.api.security import Requires, platform_of
+from trustauthority.policy import Policy
 from trustauthority.schemas import ClusterCreate, ClusterOut, ClusterPolicyModel
 from trustauthority.service.authz import Caller, Permission
-from trustauthority.service.clusters import ClusterPolicy, ClusterView
+from trustauthority.service.clusters import ClusterView, policy_to_json
 
 router = APIRouter(prefix="/clusters", tags=["clusters"])
 
@@ -20,7 +21,7 @@ Name = Annotated[str, Path(min_length=1, max_length=128)]
 
 def _out(view: ClusterView) -> ClusterOut:
     return ClusterOut(id=view.id, name=view.name, description=view.description,
-                      policy=ClusterPolicyModel(**view.policy.to_json()),
+                      policy=ClusterPolicyModel(**policy_to_json(view.policy)),
                       token_lifetime_seconds=view.token_lifetime_seconds,
                       attestation_interval_seconds=view.attestation_interval_seconds,
                       created_at=view.created_at, created_by=view.created_by)
@@ -33,10 +34,10 @@ def list_clusters(request: Request, caller: Reader) -> list[ClusterOut]:
 
 @router.post("", response_model=ClusterOut, status_code=201)
 def create_cluster(request: Request, caller: Manager, body: ClusterCreate) -> ClusterOut:
-    policy = ClusterPolicy(require_secure_boot=body.policy.require_secure_boot,
-                           pcrs=tuple(body.policy.pcrs),
-                           allow_unknown_events=body.policy.allow_unknown_events,
-                           strict_pcr_values=body.policy.strict_pcr_values)
+    policy = Policy(require_secure_boot=body.policy.require_secure_boot,
+                    pcrs=frozenset(body.policy.pcrs),
+                    allow_unknown_events=body.policy.allow_unknown_events,
+                    strict=body.policy.strict_pcr_values)
     view = platform_of(request).clusters.create(
         caller, request.state.request_id, name=body.name, description=body.description,
         policy=policy, token_lifetime_seconds=body.token_lifetime_seconds,
