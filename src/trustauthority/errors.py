@@ -19,11 +19,14 @@ messages and exit codes, and the API (later) maps them to HTTP in one place::
     │   │   └── ClockRegression       clock/reset/restart counters went backwards
     │   ├── EventLogMismatch          replaying the log does not give the quoted PCR values
     │   ├── CertificateError          an EK certificate does not chain to a trusted TPM CA
-    │   └── KeyAttributesError        an AK is not a restricted, TPM-bound signing key
+    │   ├── KeyAttributesError        an AK or binding key lacks the attributes of a TPM-bound key
+    │   ├── ActivationFailed          the host could not recover the credential: AK and EK differ
+    │   └── ChallengeInvalid          a nonce we did not issue, already used or expired
     ├── PolicyViolation               verified evidence that the policy does not accept
     ├── AccessError                   who is calling, and may they?
     │   ├── AuthenticationFailed      no credential, an unknown, revoked or expired one (HTTP 401)
-    │   └── PermissionDenied          a valid principal outside the role for this action (HTTP 403)
+    │   ├── PermissionDenied          a valid principal outside the role for this action (HTTP 403)
+    │   └── JoinTokenRefused          a join token unknown, used, revoked or expired (HTTP 403)
     ├── TokenRejected                 an attestation token not to believe
     │   ├── TokenIssuerMismatch       issued by another authority than the one trusted
     │   ├── TokenMalformed            not a well-formed JWS or JWKS, or claims off the schema
@@ -137,6 +140,18 @@ class KeyAttributesError(EvidenceError):
     error_type = "key_attributes_rejected"
 
 
+class ActivationFailed(EvidenceError):
+    """ActivateCredential did not return our secret: the AK is not in the TPM of that EK."""
+
+    error_type = "activation_failed"
+
+
+class ChallengeInvalid(EvidenceError):
+    """Evidence answers a nonce we did not issue to this host, or one used or expired."""
+
+    error_type = "challenge_invalid"
+
+
 class PolicyViolation(TrustAuthorityError):
     error_type = "policy_violation"
 
@@ -157,6 +172,12 @@ class PermissionDenied(AccessError):
     """An authenticated principal asked for an action outside its roles."""
 
     error_type = "forbidden"
+
+
+class JoinTokenRefused(AccessError):
+    """A join token that is unknown, already used, revoked or expired."""
+
+    error_type = "join_token_refused"
 
 
 class AuditChainBroken(TrustAuthorityError):

@@ -6,9 +6,9 @@ Requests forbid unknown fields and bound every size, so a malformed body is a cl
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from trustauthority.policy import DEFAULT_PCRS
 
@@ -257,3 +257,156 @@ class ClusterBaselineAdd(Request):
     baseline: str = BaselineName
     version: int | None = Field(default=None, ge=1, le=2**31 - 1,
                                 description="default: the latest version")
+
+
+# -- hosts, enrollment, attestation -------------------------------------------------------------
+
+#: base64 (standard alphabet, padded) of a binary TPM structure
+Base64 = r"^[A-Za-z0-9+/]*={0,2}$"
+ObjectName = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+FactKey = Annotated[str, StringConstraints(min_length=1, max_length=64,
+                                           pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+FactValue = Annotated[str, StringConstraints(max_length=256)]
+PcrBank = Literal["sha1", "sha256", "sha384", "sha512"]
+PcrIndex = Annotated[str, StringConstraints(pattern=r"^([0-9]|1[0-9]|2[0-3])$")]
+PcrValue = Annotated[str, StringConstraints(pattern=r"^(?:[0-9a-f]{2}){20,64}$")]
+HostState = Literal["pending", "enrolled", "trusted", "untrusted", "stale"]
+
+
+class JoinTokenCreate(Request):
+    cluster: str = ObjectName
+    lifetime_seconds: int = Field(default=3600, ge=60, le=30 * 86400)
+    description: str = Field(default="", max_length=512)
+
+
+class JoinTokenOut(Response):
+    id: str
+    cluster: str
+    description: str
+    created_at: datetime
+    created_by: str
+    expires_at: datetime
+    used_at: datetime | None
+    used_by_host: str | None
+    revoked_at: datetime | None
+
+
+class JoinTokenIssued(Response):
+    join_token: JoinTokenOut
+    #: shown once: the service keeps only a hash
+    token: str
+
+
+class EnrollmentStart(Request):
+    """What a host's agent sends first: who its TPM is, its AK, and facts about itself."""
+
+    ek_public: str = Field(min_length=4, max_length=2048, pattern=Base64,
+                           description="the EK's TPM2B_PUBLIC, base64")
+    ek_certificate: str | None = Field(default=None, min_length=4, max_length=8192,
+                                       pattern=Base64,
+                                       description="the EK certificate (DER), base64")
+    ek_intermediates: list[Annotated[str, StringConstraints(min_length=4, max_length=8192,
+                                                            pattern=Base64)]] = Field(
+        default_factory=list, max_length=4,
+        description="intermediate CA certificates (DER, base64) the host has for its EK")
+    ak_public: str = Field(min_length=4, max_length=2048, pattern=Base64,
+                           description="the AK's TPM2B_PUBLIC, base64")
+    hostname: str = ObjectName
+    facts: dict[FactKey, FactValue] = Field(default_factory=dict, max_length=32)
+    join_token: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class EnrollmentChallengeOut(Response):
+    """TPM2_MakeCredential's output: only the TPM holding both EK and AK can open it."""
+
+    enrollment_id: str
+    credential_blob: str = Field(description="TPM2B_ID_OBJECT, base64")
+    encrypted_secret: str = Field(description="TPM2B_ENCRYPTED_SECRET, base64")
+    expires_at: datetime
+
+
+class EnrollmentActivate(Request):
+    secret: str = Field(min_length=4, max_length=128, pattern=Base64,
+                        description="what TPM2_ActivateCredential returned, base64")
+
+
+class HostOut(Response):
+    id: str
+    name: str
+    state: HostState
+    state_reason: str
+    cluster: str | None
+    facts: dict[str, str]
+    ek_fingerprint: str
+    enrolled_at: datetime
+    approved_by: str | None
+    last_attested_at: datetime | None
+    binding_key_thumbprint: str | None
+
+
+class EnrollmentDone(Response):
+    host: HostOut
+    #: the host's API credential, shown once (it authenticates challenge and evidence)
+    credential: str
+
+
+class HostApprove(Request):
+    cluster: str = ObjectName
+
+
+class AttestationOut(Response):
+    at: datetime
+    status: Literal["trusted", "untrusted"]
+    baseline: str | None
+    reason: str
+    rebooted: bool | None
+    pcr_digest: str | None
+    token_id: str | None
+
+
+class ChallengeOut(Response):
+    nonce: str = Field(description="base64; the quote's and the certify's qualifyingData")
+    expires_at: datetime
+    bank: PcrBank
+    pcrs: list[int] = Field(description="the PCRs to quote")
+
+
+class QuoteIn(Request):
+    attest: str = Field(min_length=4, max_length=4096, pattern=Base64,
+                        description="TPMS_ATTEST as signed, base64")
+    signature: str = Field(min_length=4, max_length=2048, pattern=Base64,
+                           description="TPMT_SIGNATURE, base64")
+
+
+class BindingKeyIn(Request):
+    public: str = Field(min_length=4, max_length=2048, pattern=Base64,
+                        description="the binding key's TPM2B_PUBLIC, base64")
+    certify_attest: str = Field(min_length=4, max_length=4096, pattern=Base64)
+    certify_signature: str = Field(min_length=4, max_length=2048, pattern=Base64)
+
+
+class EvidenceIn(Request):
+    nonce: str = Field(min_length=4, max_length=128, pattern=Base64)
+    quote: QuoteIn
+    pcrs: dict[PcrBank, dict[PcrIndex, PcrValue]] = Field(
+        max_length=4, description="bank -> PCR -> hex value, as quoted")
+    event_log: str = Field(min_length=4, max_length=700_000, pattern=Base64,
+                           description="the firmware event log, base64")
+    binding_key: BindingKeyIn
+
+
+class FailureOut(Response):
+    type: str = Field(description="the stable error type of the first check that failed")
+    detail: str
+    closest_baseline: str | None = None
+    differences: list[DifferenceOut] = Field(default_factory=list)
+
+
+class AttestationResultOut(Response):
+    status: Literal["trusted", "untrusted"]
+    host: str
+    cluster: str
+    baseline: str | None = None
+    token: str | None = Field(default=None, description="the attestation token when trusted")
+    expires_at: datetime | None = None
+    failure: FailureOut | None = None

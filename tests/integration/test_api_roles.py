@@ -17,10 +17,13 @@ from trustauthority.api.app import create_app, route_permissions
 from trustauthority.service.authz import GRANTS, Permission, Role
 
 #: routes outside /v1 that answer anyone (liveness and readiness probes)
-PUBLIC = {"/healthz", "/readyz", "/.well-known/jwks.json"}
+#: no credential: health, the token keys, and enrollment (a host's EK and join token vouch)
+PUBLIC = {"/healthz", "/readyz", "/.well-known/jwks.json", "/v1/enrollments",
+          "/v1/enrollments/{enrollment_id}/activation"}
 #: a placeholder value for every path parameter the API uses
 PATH_VALUES = {"name": "no-such-principal", "token_id": "0123456789abcdef",
-               "fingerprint": "ab" * 32, "version": "1", "baseline": "no-such-baseline"}
+               "fingerprint": "ab" * 32, "version": "1", "baseline": "no-such-baseline",
+               "enrollment_id": "no-such-enrollment"}
 
 
 def _routes() -> list[tuple[str, str, Permission | None]]:

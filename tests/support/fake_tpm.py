@@ -29,6 +29,10 @@ from trustauthority.tpm.reader import tpm2b, u16, u32, u64
 AK_ATTRIBUTES = (ObjectAttributes.FIXED_TPM | ObjectAttributes.FIXED_PARENT
                  | ObjectAttributes.SENSITIVE_DATA_ORIGIN | ObjectAttributes.USER_WITH_AUTH
                  | ObjectAttributes.RESTRICTED | ObjectAttributes.SIGN_ENCRYPT)
+#: what AgentTpm.create_binding_key asks the TPM for: an unrestricted decryption key
+BINDING_ATTRIBUTES = (ObjectAttributes.FIXED_TPM | ObjectAttributes.FIXED_PARENT
+                      | ObjectAttributes.SENSITIVE_DATA_ORIGIN | ObjectAttributes.USER_WITH_AUTH
+                      | ObjectAttributes.DECRYPT)
 
 
 def ecc_public_bytes(key: ec.EllipticCurvePublicKey, *, scheme: int = Alg.ECDSA,
@@ -46,6 +50,17 @@ def rsa_public_bytes(key: rsa.RSAPublicKey, *, scheme: int = Alg.RSASSA,
     numbers = key.public_numbers()
     scheme_bytes = u16(scheme) + (u16(hash_alg) if scheme != Alg.NULL else b"")
     return (u16(Alg.RSA) + u16(Alg.SHA256) + u32(attributes) + tpm2b(b"") + u16(Alg.NULL)
+            + scheme_bytes + u16(key.key_size) + u32(0)
+            + tpm2b(numbers.n.to_bytes(key.key_size // 8, "big")))
+
+
+def binding_public_bytes(key: rsa.RSAPublicKey, *, attributes: int = BINDING_ATTRIBUTES,
+                         scheme: int = Alg.NULL, hash_alg: int = Alg.SHA256,
+                         name_alg: int = Alg.SHA256) -> bytes:
+    """A TPMT_PUBLIC for an RSA decryption key (wrap it with `tpm2b` for a TPM2B_PUBLIC)."""
+    numbers = key.public_numbers()
+    scheme_bytes = u16(scheme) + (u16(hash_alg) if scheme not in (Alg.NULL, Alg.RSAES) else b"")
+    return (u16(Alg.RSA) + u16(name_alg) + u32(attributes) + tpm2b(b"") + u16(Alg.NULL)
             + scheme_bytes + u16(key.key_size) + u32(0)
             + tpm2b(numbers.n.to_bytes(key.key_size // 8, "big")))
 
@@ -77,10 +92,13 @@ class FakeAk:
         return cls(key, public, scheme, hash_alg)
 
     @property
-    def qualified_name(self) -> bytes:
+    def ek_qualified_name(self) -> bytes:
         endorsement = hierarchy_qualified_name(TPM_RH_ENDORSEMENT)
-        ek_qn = u16(Alg.SHA256) + digest(Alg.SHA256, endorsement + self.ek_name)
-        return self.public.qualified_name(ek_qn)
+        return u16(Alg.SHA256) + digest(Alg.SHA256, endorsement + self.ek_name)
+
+    @property
+    def qualified_name(self) -> bytes:
+        return self.public.qualified_name(self.ek_qualified_name)
 
     def attest_bytes(self, nonce: bytes, selection: PcrSelection,
                      values: Mapping[str, Mapping[int, bytes]], *,
@@ -110,4 +128,18 @@ class FakeAk:
         """(attest, signature) over `values` as a TPM would produce them."""
         selection = PcrSelection.of({bank: sorted(pcrs) for bank, pcrs in values.items()})
         attest = self.attest_bytes(nonce, selection, values)
+        return attest, self.sign(attest)
+
+    def certify(self, nonce: bytes, certified: TpmPublic, *, magic: int = TPM_GENERATED_VALUE,
+                attest_type: int = St.ATTEST_CERTIFY,
+                signer: bytes | None = None) -> tuple[bytes, bytes]:
+        """(attest, signature) of TPM2_Certify over `certified`, a key under the same EK.
+
+        TPMS_ATTEST (Part 2 §10.12) with TPMS_CERTIFY_INFO (§10.12.3): the object's Name and
+        its qualified name.
+        """
+        attest = (u32(magic) + u16(attest_type) + tpm2b(signer or self.qualified_name)
+                  + tpm2b(nonce) + u64(self.clock) + u32(self.reset_count)
+                  + u32(self.restart_count) + b"\x01" + u64(0x2000_0000_0001)
+                  + tpm2b(certified.name) + tpm2b(certified.qualified_name(self.ek_qualified_name)))
         return attest, self.sign(attest)

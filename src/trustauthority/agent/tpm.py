@@ -13,6 +13,8 @@ Key hierarchy (TCG EK Credential Profile 2.x; TPM 2.0 Part 1 "Credential Protect
     endorsement hierarchy
       EK (primary, re-created from its template each time; RSA-2048 L-1 or ECC H-3 / L-2)
         AK (restricted signing key, ECC P-256/ECDSA-SHA256 or RSA-2048/RSASSA-SHA256)
+        binding key (RSA-2048 decryption key, certified by the AK; secrets come OAEP-encrypted
+                     to it and are decrypted inside the TPM)
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from types import TracebackType
 from typing import Any, Literal
 
 from trustauthority.errors import BackendUnavailable, TpmFormatError, UsageError
-from trustauthority.tpm import PcrSelection, QuoteInfo, parse_attest, parse_tpm2b_public, pcr_digest
+from trustauthority.tpm import (
+    PcrSelection,
+    QuoteInfo,
+    RsaParms,
+    parse_attest,
+    parse_tpm2b_public,
+    pcr_digest,
+)
 from trustauthority.tpm.constants import alg_name, hash_supported
 from trustauthority.tpm.pcr import pcrs_of_bitmap
 from trustauthority.verify.ekcert import trim_der
@@ -39,6 +48,7 @@ try:
         TPM2_PT_NV,
         TPM2_SE,
         TPM2_SU,
+        TPM2B_DATA,
         TPM2B_ENCRYPTED_SECRET,
         TPM2B_ID_OBJECT,
         TPM2B_PRIVATE,
@@ -47,9 +57,12 @@ try:
         TPMA_OBJECT,
         TPML_DIGEST_VALUES,
         TPML_PCR_SELECTION,
+        TPMS_SCHEME_HASH,
         TPMT_HA,
+        TPMT_RSA_DECRYPT,
         TPMT_SIG_SCHEME,
         TPMT_SYM_DEF,
+        TPMU_ASYM_SCHEME,
         TPMU_HA,
         TSS2_Exception,
     )
@@ -59,7 +72,7 @@ try:
 except ImportError as _e:  # the agent extra is optional; fail at use, with a hint
     _IMPORT_ERROR = _e
 
-__all__ = ["AgentTpm", "AkHandleInfo", "AkKind", "EkKind", "Quote"]
+__all__ = ["AgentTpm", "AkHandleInfo", "AkKind", "BindingKeyInfo", "EkKind", "Quote"]
 
 EkKind = Literal["rsa", "ecc"]
 AkKind = Literal["ecc", "rsa"]
@@ -77,6 +90,10 @@ _AK_TEMPLATES: dict[str, str] = {
     "ecc": "ecc256:ecdsa-sha256:null",
     "rsa": "rsa2048:rsassa-sha256:null",
 }
+
+# Scheme NULL: the padding is named by each TPM2_RSA_Decrypt (always OAEP-SHA256 here); ":null"
+# symmetric, as for the AKs, because only a storage (restricted decrypt) key may have one.
+_BINDING_TEMPLATE = "rsa2048:null:null"
 
 _BANKS: dict[str, tuple[str, int]] = {  # bank name -> (TPM2_ALG name, digest size)
     "sha1": ("SHA1", 20),
@@ -104,6 +121,20 @@ class AkHandleInfo:
     public: bytes  # marshalled TPM2B_PUBLIC
     private: bytes  # marshalled TPM2B_PRIVATE
     name: bytes  # TPM2B_NAME contents: nameAlg (u16) || H_nameAlg(TPMT_PUBLIC), Part 1 "Names"
+
+
+@dataclass(frozen=True)
+class BindingKeyInfo:
+    """A binding key as the agent stores it between runs (all TPM wire format).
+
+    An RSA-2048 decryption key under the EK of ``ek_kind``; like an AK's, ``private`` is wrapped
+    by that EK's seed, so it only loads on this TPM.
+    """
+
+    ek_kind: EkKind
+    public: bytes  # marshalled TPM2B_PUBLIC
+    private: bytes  # marshalled TPM2B_PRIVATE
+    name: bytes  # TPM2B_NAME contents: nameAlg (u16) || H_nameAlg(TPMT_PUBLIC)
 
 
 @dataclass(frozen=True)
@@ -321,6 +352,57 @@ class AgentTpm:
         finally:
             self._flush(handle)
 
+    @contextmanager
+    def _loaded_keys(self, *keys: tuple[EkKind, bytes, bytes, str]) -> Iterator[list[Any]]:
+        """Load each (ek_kind, public, private, what) under its EK; yield handles in that order.
+
+        Each EK is created once and flushed before the yield: swtpm has three object slots, so
+        an EK and two keys fit while loading, and a second EK fits once the first is gone.
+        """
+        blobs = [
+            (
+                ek_kind,
+                _unmarshal(TPM2B_PUBLIC, public, f"{what} public"),
+                _unmarshal(TPM2B_PRIVATE, private, f"{what} private"),
+                what,
+            )
+            for ek_kind, public, private, what in keys
+        ]
+        handles: dict[int, Any] = {}
+        try:
+            for ek_kind in dict.fromkeys(blob[0] for blob in blobs):
+                with self._ek(ek_kind) as (ek, ek_public):
+                    for index, (kind, public, private, what) in enumerate(blobs):
+                        if kind != ek_kind:
+                            continue
+                        # a fresh session per load: a policy session is spent by each command
+                        with self._ek_auth(ek_public) as auth:
+                            handles[index] = self._call(
+                                f"TPM2_Load({what})",
+                                self._ectx.load,
+                                ek,
+                                private,
+                                public,
+                                session1=auth,
+                            )
+            yield [handles[index] for index in range(len(blobs))]
+        finally:
+            for handle in handles.values():
+                self._flush(handle)
+
+    def _create_under_ek(self, ek_kind: EkKind, template: Any, what: str) -> tuple[Any, Any]:
+        """TPM2_Create of a key from ``template`` under the EK: (TPM2B_PRIVATE, TPM2B_PUBLIC)."""
+        with self._ek(ek_kind) as (ek, ek_public), self._ek_auth(ek_public) as auth:
+            private, public, _, _, _ = self._call(
+                f"TPM2_Create({what})",
+                self._ectx.create,
+                ek,
+                TPM2B_SENSITIVE_CREATE(),
+                template,
+                session1=auth,
+            )
+        return private, public
+
     # -- endorsement key -------------------------------------------------------------------
 
     def ek_certificate(self, kind: EkKind) -> bytes | None:
@@ -355,15 +437,7 @@ class AgentTpm:
             ),
             nameAlg="sha256",
         )
-        with self._ek(ek_kind) as (ek, ek_public), self._ek_auth(ek_public) as auth:
-            private, public, _, _, _ = self._call(
-                "TPM2_Create(AK)",
-                self._ectx.create,
-                ek,
-                TPM2B_SENSITIVE_CREATE(),
-                template,
-                session1=auth,
-            )
+        private, public = self._create_under_ek(ek_kind, template, "AK")
         return AkHandleInfo(
             kind=kind,
             ek_kind=ek_kind,
@@ -383,6 +457,96 @@ class AgentTpm:
         with self._loaded_ak(ak) as handle:
             name = self._call("Esys_TR_GetName", self._ectx.tr_get_name, handle)
         return AkHandleInfo(kinds[alg], ek_kind, bytes(public), bytes(private), bytes(name))
+
+    # -- binding key ----------------------------------------------------------------------
+
+    def create_binding_key(self, ek_kind: EkKind = "rsa") -> BindingKeyInfo:
+        """Create an RSA-2048 decryption key under the EK (not loaded afterwards)."""
+        template = TPM2B_PUBLIC.parse(
+            _BINDING_TEMPLATE,
+            # Part 2 §8.3: fixedTPM/fixedParent keep the private key in this TPM (what makes a
+            # secret encrypted to it bound to the host); decrypt without restricted lets it
+            # decrypt data from outside the TPM; no sign, so the key has exactly one use.
+            objectAttributes=(
+                TPMA_OBJECT.FIXEDTPM
+                | TPMA_OBJECT.FIXEDPARENT
+                | TPMA_OBJECT.SENSITIVEDATAORIGIN
+                | TPMA_OBJECT.USERWITHAUTH
+                | TPMA_OBJECT.DECRYPT
+            ),
+            nameAlg="sha256",
+        )
+        private, public = self._create_under_ek(ek_kind, template, "binding key")
+        return BindingKeyInfo(
+            ek_kind=ek_kind,
+            public=bytes(public.marshal()),
+            private=bytes(private.marshal()),
+            name=bytes(public.get_name()),
+        )
+
+    def certify(self, ak: AkHandleInfo, key: BindingKeyInfo, nonce: bytes) -> tuple[bytes, bytes]:
+        """TPM2_Certify (Part 3 §18.2) of ``key`` by ``ak``, with ``nonce`` as qualifyingData.
+
+        Returns (TPMS_ATTEST without its size, marshalled TPMT_SIGNATURE), as `quote` does; the
+        attest's TPMS_CERTIFY_INFO names the binding key, so a verifier can trust its public area.
+        """
+        if len(nonce) > _MAX_NONCE:
+            raise UsageError(f"nonce is {len(nonce)} bytes; at most {_MAX_NONCE}")
+        with self._loaded_keys(
+            (ak.ek_kind, ak.public, ak.private, "AK"),
+            (key.ek_kind, key.public, key.private, "binding key"),
+        ) as (ak_handle, key_handle):
+            attest, signature = self._call(
+                "TPM2_Certify",
+                self._ectx.certify,
+                key_handle,
+                ak_handle,
+                nonce,
+                TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL),  # the AK's own scheme
+                # objectHandle: ADMIN role, and adminWithPolicy is clear, so the empty authValue;
+                # signHandle: USER role, userWithAuth is set
+                session1=ESYS_TR.PASSWORD,
+                session2=ESYS_TR.PASSWORD,
+            )
+        return bytes(attest), bytes(signature.marshal())
+
+    def rsa_decrypt(self, key: BindingKeyInfo, ciphertext: bytes, label: bytes = b"") -> bytes:
+        """TPM2_RSA_Decrypt (Part 3 §14.3) with RSAES-OAEP-SHA256 (MGF1-SHA256).
+
+        ``label`` is the OAEP label exactly as the encryptor used it. The TPM only accepts an
+        empty label or one ending in a zero byte (IsLabelProperlyFormatted, Part 4), and that
+        zero is part of the label: encrypt with ``OAEP(..., label=b"purpose\0")`` and pass the
+        same bytes here. An empty label matches `cryptography`'s ``OAEP(label=None)``.
+        """
+        if label and label[-1] != 0:
+            raise UsageError("a non-empty OAEP label must end with a zero byte (TPM convention)")
+        if len(label) > _MAX_NONCE:
+            raise UsageError(f"label is {len(label)} bytes; at most {_MAX_NONCE}")
+        try:
+            parms = parse_tpm2b_public(key.public).parms
+        except TpmFormatError as e:
+            raise UsageError(f"binding key public: {e}") from e
+        if not isinstance(parms, RsaParms):
+            raise UsageError("the binding key is not an RSA key")
+        # RSA ciphertexts are exactly as long as the modulus (RFC 8017 §7.1.2)
+        size = len(parms.modulus)
+        if len(ciphertext) != size:
+            raise UsageError(f"ciphertext is {len(ciphertext)} bytes; the key needs {size}")
+        scheme = TPMT_RSA_DECRYPT(
+            scheme=TPM2_ALG.OAEP,
+            details=TPMU_ASYM_SCHEME(oaep=TPMS_SCHEME_HASH(hashAlg=TPM2_ALG.SHA256)),
+        )
+        with self._loaded_keys((key.ek_kind, key.public, key.private, "binding key")) as (handle,):
+            message = self._call(
+                "TPM2_RSA_Decrypt",
+                self._ectx.rsa_decrypt,
+                handle,
+                ciphertext,
+                scheme,
+                TPM2B_DATA(label),
+                session1=ESYS_TR.PASSWORD,  # USER role; userWithAuth is set
+            )
+        return bytes(message)
 
     # -- PCRs and quotes -------------------------------------------------------------------
 

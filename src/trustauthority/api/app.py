@@ -11,16 +11,26 @@ from fastapi.routing import APIRoute
 from trustauthority import __version__
 from trustauthority.api import errors
 from trustauthority.api.middleware import RequestContextMiddleware
-from trustauthority.api.routes import audit, baselines, clusters, principals, system, trust
+from trustauthority.api.routes import (
+    audit,
+    baselines,
+    clusters,
+    hosts,
+    principals,
+    system,
+    trust,
+)
 from trustauthority.api.security import Requires
 from trustauthority.schemas import ErrorBody
 from trustauthority.service.authz import Permission
 from trustauthority.service.platform import Platform
 
 API_PREFIX = "/v1"
-#: every router served under /v1; each of its routes must carry a Requires(...) dependency
+#: every router served under /v1; each of its routes must carry a Requires(...) dependency,
+#: except enrollment's, where the host's EK and join token vouch (the role tests list them)
 V1_ROUTERS: tuple[APIRouter, ...] = (system.router, principals.router, audit.router,
-                                      trust.router, clusters.router, baselines.router)
+                                      trust.router, clusters.router, baselines.router,
+                                      hosts.router, hosts.enrollment)
 
 
 def route_permissions() -> dict[tuple[str, str], Permission | None]:

@@ -21,6 +21,7 @@ from trustauthority.errors import (
     ConfigError,
     Conflict,
     EvidenceError,
+    JoinTokenRefused,
     NotFound,
     PermissionDenied,
     PolicyViolation,
@@ -37,6 +38,7 @@ INTERNAL_ERROR = "internal error; the service log has the details under this req
 STATUS: tuple[tuple[type[TrustAuthorityError], int], ...] = (
     (AuthenticationFailed, 401),
     (PermissionDenied, 403),
+    (JoinTokenRefused, 403),
     (NotFound, 404),
     (Conflict, 409),
     (UsageError, 400),

@@ -33,23 +33,26 @@ class ServeOptions:
     insecure_http: bool = False
 
 
-def open_platform(data_dir: Path, config: ServiceConfig) -> Platform:
+def open_platform(data_dir: Path, config: ServiceConfig, issuer: str | None = None) -> Platform:
     master_key = load_master_key_file(config.path(data_dir, config.master_key_file))
     db = Database(config.database_for(data_dir))
     db.ping()
     db.upgrade()  # a new release's migrations apply on start, as after `init`
     platform = Platform(db, master_key,
-                        audit_checkpoint_interval=config.audit_checkpoint_interval)
+                        audit_checkpoint_interval=config.audit_checkpoint_interval,
+                        issuer=issuer or config.token_issuer)
     platform.ensure_keys()
     return platform
 
 
 def build_server(options: ServeOptions) -> tuple[uvicorn.Server, Platform]:
     config = load_config(options.data_dir)
-    platform = open_platform(options.data_dir, config)
-    app = create_app(platform, max_request_bytes=config.max_request_bytes)
     host = options.host or config.listen_host
     port = options.port if options.port is not None else config.listen_port
+    scheme = "http" if options.insecure_http else "https"
+    platform = open_platform(options.data_dir, config,
+                             config.issuer or f"{scheme}://{host}:{port}")
+    app = create_app(platform, max_request_bytes=config.max_request_bytes)
     common = {"host": host, "port": port, "http": ClientCertH11Protocol, "lifespan": "off",
               "server_header": False, "timeout_graceful_shutdown": 10, "log_config": None,
               "proxy_headers": False}

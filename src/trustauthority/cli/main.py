@@ -8,10 +8,12 @@ import typer
 
 from trustauthority import __version__
 from trustauthority.cli import (
+    agent,
     audit,
     baseline,
     demo,
     eventlog,
+    host,
     principal,
     quote,
     service,
@@ -62,10 +64,12 @@ app.add_typer(trust.ek_app, name="ek")
 app.add_typer(trust.settings_app, name="tpm-settings")
 app.add_typer(trust.cluster_app, name="cluster")
 app.add_typer(baseline.app, name="baseline")
+app.add_typer(host.app, name="host")
 app.add_typer(token.app, name="token")
 app.add_typer(eventlog.app, name="eventlog")
 app.add_typer(quote.app, name="quote")
 app.command("demo")(demo.demo)
+app.add_typer(agent.app, name="agent")
 
 
 @app.command("version")

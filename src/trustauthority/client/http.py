@@ -25,6 +25,8 @@ from trustauthority.errors import (
     error_class_for,
 )
 from trustauthority.schemas import (
+    AttestationOut,
+    AttestationResultOut,
     AuditEntryOut,
     AuditVerificationOut,
     BaselineDiffOut,
@@ -32,13 +34,24 @@ from trustauthority.schemas import (
     BaselineOut,
     CertificateCreate,
     CertificateOut,
+    ChallengeOut,
     CheckpointOut,
     ClusterBaselineAdd,
     ClusterCreate,
     ClusterOut,
     EkAdd,
     EkOut,
+    EnrollmentActivate,
+    EnrollmentChallengeOut,
+    EnrollmentDone,
+    EnrollmentStart,
+    EvidenceIn,
     Health,
+    HostApprove,
+    HostOut,
+    JoinTokenCreate,
+    JoinTokenIssued,
+    JoinTokenOut,
     PrincipalCreate,
     PrincipalOut,
     Readiness,
@@ -277,3 +290,59 @@ class TrustAuthorityClient:
     def remove_cluster_baseline(self, cluster: str, name: str, version: int) -> BaselineOut:
         return self._call(BaselineOut, "DELETE",
                           f"/v1/clusters/{cluster}/baselines/{name}/{version}")
+
+    # -- hosts and join tokens ------------------------------------------------------------
+
+    def create_join_token(self, request: JoinTokenCreate) -> JoinTokenIssued:
+        return self._call(JoinTokenIssued, "POST", "/v1/join-tokens", body=request)
+
+    def list_join_tokens(self) -> list[JoinTokenOut]:
+        return self._list(JoinTokenOut, "/v1/join-tokens")
+
+    def revoke_join_token(self, token_id: str) -> JoinTokenOut:
+        return self._call(JoinTokenOut, "DELETE", f"/v1/join-tokens/{token_id}")
+
+    def list_hosts(self) -> list[HostOut]:
+        return self._list(HostOut, "/v1/hosts")
+
+    def get_host(self, name: str) -> HostOut:
+        return self._call(HostOut, "GET", f"/v1/hosts/{name}")
+
+    def host_attestations(self, name: str, limit: int = 50) -> list[AttestationOut]:
+        return self._list(AttestationOut, f"/v1/hosts/{name}/attestations",
+                          params={"limit": limit})
+
+    def approve_host(self, name: str, request: HostApprove) -> HostOut:
+        return self._call(HostOut, "POST", f"/v1/hosts/{name}/approval", body=request)
+
+    def delete_host(self, name: str) -> HostOut:
+        return self._call(HostOut, "DELETE", f"/v1/hosts/{name}")
+
+    # -- enrollment and attestation (the host agent) --------------------------------------
+
+    def start_enrollment(self, request: EnrollmentStart) -> EnrollmentChallengeOut:
+        return self._call(EnrollmentChallengeOut, "POST", "/v1/enrollments", body=request)
+
+    def activate_enrollment(self, enrollment_id: str,
+                            request: EnrollmentActivate) -> EnrollmentDone:
+        return self._call(EnrollmentDone, "POST",
+                          f"/v1/enrollments/{enrollment_id}/activation", body=request)
+
+    def challenge(self) -> ChallengeOut:
+        return self._call(ChallengeOut, "POST", "/v1/attestation/challenge")
+
+    def submit_evidence(self, request: EvidenceIn) -> AttestationResultOut:
+        return self._call(AttestationResultOut, "POST", "/v1/attestation/evidence",
+                          body=request)
+
+    def jwks(self) -> dict[str, Any]:
+        response = self._send("GET", "/.well-known/jwks.json")
+        try:
+            document = response.json()
+        except ValueError:
+            raise BackendUnavailable(f"{self.base_url} answered the JWKS with an unexpected "
+                                     "body") from None
+        if not isinstance(document, dict):
+            raise BackendUnavailable(f"{self.base_url} answered the JWKS with an unexpected "
+                                     "body")
+        return document

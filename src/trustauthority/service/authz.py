@@ -32,6 +32,9 @@ class Permission(StrEnum):
     TPM_TRUST_MANAGE = "tpm-trust:manage"
     CLUSTER_MANAGE = "cluster:manage"
     BASELINE_MANAGE = "baseline:manage"
+    HOST_READ = "host:read"  # hosts, their trust state and history, join tokens
+    HOST_MANAGE = "host:manage"  # join tokens, approving and removing hosts
+    ATTEST = "attest"  # a host proving its own boot state
 
 
 _EVERYONE = frozenset(Role)
@@ -47,6 +50,9 @@ GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.TPM_TRUST_MANAGE: frozenset({Role.TRUST_ADMIN}),
     Permission.CLUSTER_MANAGE: frozenset({Role.TRUST_ADMIN}),
     Permission.BASELINE_MANAGE: frozenset({Role.TRUST_ADMIN}),
+    Permission.HOST_READ: frozenset({Role.TRUST_ADMIN, Role.INFRA_ADMIN, Role.AUDITOR}),
+    Permission.HOST_MANAGE: frozenset({Role.INFRA_ADMIN}),
+    Permission.ATTEST: frozenset({Role.HOST}),
 }
 
 

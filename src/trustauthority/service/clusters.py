@@ -19,7 +19,7 @@ from trustauthority.service.audit import AuditLog
 from trustauthority.service.authz import Caller, Permission, authorize
 from trustauthority.service.names import check_name
 from trustauthority.store.db import Database
-from trustauthority.store.models import Cluster
+from trustauthority.store.models import Cluster, Host
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,11 @@ def _policy(raw: str) -> Policy:
                   pcrs=frozenset(value["pcrs"]),
                   allow_unknown_events=value["allow_unknown_events"],
                   strict=value["strict_pcr_values"])
+
+
+def cluster_policy(row: Cluster) -> Policy:
+    """The appraisal policy a cluster's hosts are held to."""
+    return _policy(row.policy)
 
 
 def _view(row: Cluster) -> ClusterView:
@@ -110,6 +115,9 @@ class ClusterService:
         role = authorize(caller, Permission.CLUSTER_MANAGE)
         with self._db.session() as session:
             row = self._find(session, name)
+            if session.scalars(select(Host.id).where(Host.cluster_id == row.id)).first():
+                raise Conflict(f"cluster {name} still has hosts: remove them or approve them "
+                               "into another cluster first")
             view = _view(row)
             session.delete(row)
             self._audit.record(session, principal=caller.name, role=role,

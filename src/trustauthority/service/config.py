@@ -39,6 +39,13 @@ class ServiceConfig(BaseModel):
     tls: TlsConfig = TlsConfig()
     audit_checkpoint_interval: int = Field(default=100, ge=1, le=1_000_000)
     max_request_bytes: int = Field(default=1_048_576, ge=1024, le=256 * 1024 * 1024)
+    #: the `iss` of attestation tokens: the URL relying parties know the service by
+    #: (default: https://<listen_host>:<listen_port>); set it behind a load balancer
+    issuer: str | None = Field(default=None, min_length=1, max_length=256)
+
+    @property
+    def token_issuer(self) -> str:
+        return self.issuer or f"https://{self.listen_host}:{self.listen_port}"
 
     def database_for(self, data_dir: Path) -> str:
         """The database URL, a relative SQLite path taken relative to the data directory."""
@@ -58,7 +65,7 @@ def write_config(data_dir: Path, config: ServiceConfig) -> Path:
     target = data_dir / CONFIG_NAME
     # owner-only: a PostgreSQL URL may carry a password
     write_private(target, "# Trust Authority service configuration (paths relative to this "
-                          "directory)\n" + tomli_w.dumps(config.model_dump()))
+                          "directory)\n" + tomli_w.dumps(config.model_dump(exclude_none=True)))
     return target
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from trustauthority.audit.chain import AuditEntry
 from trustauthority.errors import PermissionDenied
+from trustauthority.service.attestation import AttestationService
 from trustauthority.service.audit import AuditFilter, AuditLog, AuditVerification, Checkpoint
 from trustauthority.service.authz import Caller, Permission, authorize
 from trustauthority.service.baselines import BaselineService
@@ -17,6 +18,7 @@ from trustauthority.service.credentials import (
     authenticate_certificate,
     authenticate_token,
 )
+from trustauthority.service.hosts import HostService
 from trustauthority.service.keys import KeyPurpose, ServiceKeys
 from trustauthority.service.principals import PrincipalService
 from trustauthority.service.tpmtrust import TpmTrustService
@@ -32,7 +34,8 @@ def utc_now() -> datetime:
 class Platform:
     def __init__(self, db: Database, master_key: MasterKey, *,
                  clock: Callable[[], datetime] = utc_now,
-                 audit_checkpoint_interval: int = 100) -> None:
+                 audit_checkpoint_interval: int = 100,
+                 issuer: str = "https://127.0.0.1:8443") -> None:
         self.db = db
         self.clock = clock
         self.keys = ServiceKeys(master_key, clock)
@@ -41,6 +44,9 @@ class Platform:
         self.tpm_trust = TpmTrustService(db, self.audit, clock)
         self.clusters = ClusterService(db, self.audit, clock)
         self.baselines = BaselineService(db, self.audit, clock)
+        self.hosts = HostService(db, self.audit, self.tpm_trust, self.principals, clock)
+        self.attestation = AttestationService(db, self.audit, self.keys, self.tpm_trust,
+                                              self.baselines, clock, issuer)
 
     # -- token keys ---------------------------------------------------------------------------
 

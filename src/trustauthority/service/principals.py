@@ -141,6 +141,29 @@ class PrincipalService:
         session.add(row)
         return IssuedToken(_token_view(row, principal.name), made.token)
 
+    # -- hosts (for enrollment: the host's EK vouched, not a caller) ------------------------
+
+    def new_host_principal(self, session: Session, host_id: str) -> Principal:
+        """The principal a host authenticates as, named by its id; reused if it existed."""
+        existing = session.scalars(select(Principal).where(Principal.name == host_id)).first()
+        if existing is not None:
+            if existing.kind != "host":
+                raise Conflict(f"a principal named {host_id!r} exists and is not a host")
+            existing.revoked_at = None
+            now = self._clock()
+            for token in session.scalars(select(ApiToken).where(
+                    ApiToken.principal_id == existing.id, ApiToken.revoked_at.is_(None))):
+                token.revoked_at = now
+            return existing
+        return self._new_principal(session, name=host_id, kind="host",
+                                   roles=frozenset({Role.HOST}), description="enrolled host",
+                                   multiple_roles_approved=False, created_by="enrollment")
+
+    def issue_host_credential(self, session: Session, principal: Principal) -> str:
+        """A new API token for an enrolled host (no expiry: revoked when the host is)."""
+        return self._issue_token(session, principal, label="enrollment", lifetime=None,
+                                 created_by="enrollment").token
+
     # -- bootstrap -------------------------------------------------------------------------
 
     def bootstrap_admin(self, name: str, request_id: str) -> IssuedToken:

@@ -225,14 +225,14 @@ class TpmTrustService:
 
     # -- settings ----------------------------------------------------------------------------
 
-    def _settings(self, session: Session) -> TpmSettings:
+    def current_settings(self, session: Session) -> TpmSettings:
         row = session.get(Setting, _SETTINGS_KEY)
         return TpmSettings() if row is None else TpmSettings(**json.loads(row.value))
 
     def settings(self, caller: Caller) -> TpmSettings:
         authorize(caller, Permission.TRUST_READ)
         with self._db.session(read_only=True) as session:
-            return self._settings(session)
+            return self.current_settings(session)
 
     def set_settings(self, caller: Caller, request_id: str, *,
                      require_ek_certificate: bool | None = None,
@@ -240,7 +240,7 @@ class TpmTrustService:
                      allow_sha1: bool | None = None) -> TpmSettings:
         role = authorize(caller, Permission.TPM_TRUST_MANAGE)
         with self._db.session() as session:
-            current = asdict(self._settings(session))
+            current = asdict(self.current_settings(session))
             changes = {key: value for key, value in (
                 ("require_ek_certificate", require_ek_certificate),
                 ("allow_ek_allowlist", allow_ek_allowlist), ("allow_sha1", allow_sha1))

@@ -253,3 +253,107 @@ class ClusterBaseline(Base):
     cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"),
                                             primary_key=True)
     baseline_id: Mapped[str] = mapped_column(ForeignKey("baselines.id"), primary_key=True)
+
+
+class JoinToken(Base):
+    """A single-use, expiring token an infra-admin hands to a host to join a cluster.
+
+    Like API tokens, `taj_<id>_<secret>`: only a hash of the secret is kept.
+    """
+
+    __tablename__ = "join_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"),
+                                            index=True)
+    description: Mapped[str] = mapped_column(String(512), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    created_by: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    used_by_host: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class Host(Base):
+    """A machine with a TPM: its identity is its EK; its AK and binding key speak for it."""
+
+    __tablename__ = "hosts"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # derived from the EK
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    ek_fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    ek_public: Mapped[bytes] = mapped_column(LargeBinary)  # TPM2B_PUBLIC
+    ek_certificate_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    ak_public: Mapped[bytes] = mapped_column(LargeBinary)  # TPM2B_PUBLIC
+    #: what a quote's qualifiedSigner must be: the AK's qualified name under the EK
+    ak_qualified_name: Mapped[bytes] = mapped_column(LargeBinary)
+    principal_id: Mapped[str] = mapped_column(ForeignKey("principals.id"), unique=True)
+    cluster_id: Mapped[str | None] = mapped_column(ForeignKey("clusters.id"), nullable=True,
+                                                   index=True)
+    #: pending | enrolled | trusted | untrusted ("stale" is computed when read)
+    state: Mapped[str] = mapped_column(String(16))
+    state_reason: Mapped[str] = mapped_column(String(1024), default="")
+    facts: Mapped[str] = mapped_column(Text)  # JSON object of strings, as the agent reported
+    enrolled_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    approved_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    last_attested_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    #: TPMS_CLOCK_INFO of the last verified quote, to check the counters never go back
+    last_clock: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_reset_count: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_restart_count: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: the event log of the last verified evidence (for `baseline import --from-host`)
+    last_event_log: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    binding_key_public: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    binding_key_thumbprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class Enrollment(Base):
+    """An enrollment waiting for the host to prove, with ActivateCredential, that AK and EK
+    share a TPM. Only a hash of the credential secret is kept; the row lives minutes."""
+
+    __tablename__ = "enrollments"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    ek_fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    ek_public: Mapped[bytes] = mapped_column(LargeBinary)
+    ek_certificate_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    ak_public: Mapped[bytes] = mapped_column(LargeBinary)
+    ak_qualified_name: Mapped[bytes] = mapped_column(LargeBinary)
+    hostname: Mapped[str] = mapped_column(String(128))
+    facts: Mapped[str] = mapped_column(Text)
+    join_token_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+
+
+class AttestationNonce(Base):
+    """A challenge handed to a host: single-use (deleted when used, on every replica alike)."""
+
+    __tablename__ = "attestation_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)  # hex
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class AttestationRecord(Base):
+    """One attestation of a host and its verdict: the host's attestation history."""
+
+    __tablename__ = "attestations"
+    __table_args__ = (Index("ix_attestations_host_at", "host_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    host_id: Mapped[str] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    status: Mapped[str] = mapped_column(String(16))  # trusted | untrusted
+    baseline: Mapped[str | None] = mapped_column(String(160), nullable=True)  # "name vN"
+    reason: Mapped[str] = mapped_column(String(1024), default="")
+    #: the structured failure (JSON) when untrusted
+    report: Mapped[str | None] = mapped_column(Text, nullable=True)
+    rebooted: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    pcr_digest: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    token_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

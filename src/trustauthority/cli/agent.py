@@ -1,0 +1,175 @@
+"""`trustauthority agent …`: the host agent (enroll, attest, run, status) and, for machines
+whose TPM is a software one, `simulate-boot`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from rich.table import Table
+
+from trustauthority.agent import host as agent_host
+from trustauthority.agent import simboot
+from trustauthority.cli.output import EXIT_REJECTED, console, fail_with, print_json
+from trustauthority.errors import TrustAuthorityError
+from trustauthority.files import write_private
+
+app = typer.Typer(help="The host agent: enroll this machine's TPM, attest, keep its token.",
+                  no_args_is_help=True)
+
+StateDirOption = Annotated[Path, typer.Option(
+    "--state-dir", help="Where the agent keeps its keys' TPM blobs, credential and token.",
+    envvar="TA_AGENT_STATE_DIR")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _human_result(result: Any) -> None:
+    if result.status == "trusted":
+        console.print(f"[green]trusted[/]: host {result.host} in cluster {result.cluster} "
+                      f"matches baseline {result.baseline}; token valid until "
+                      f"{result.expires_at.isoformat() if result.expires_at else '-'}")
+        return
+    failure = result.failure
+    console.print(f"[red]untrusted[/]: {failure.detail if failure else '-'}", soft_wrap=True)
+    if failure is not None and failure.differences:
+        table = Table("component", "PCR", "expected", "found", "event")
+        for difference in failure.differences[:20]:
+            table.add_row(difference.component, str(difference.pcr),
+                          difference.expected_label or difference.expected or "-",
+                          difference.found_label or difference.found or "-",
+                          "-" if difference.event_index is None else str(difference.event_index))
+        console.print(table)
+
+
+@app.command()
+def enroll(
+    server: Annotated[str, typer.Option(help="The service URL.", envvar="TA_SERVER")],
+    join_token: Annotated[str | None, typer.Option(
+        help="A join token from `host join-token create` (else the host waits for approval).",
+        envvar="TA_JOIN_TOKEN")] = None,
+    ca: Annotated[str | None, typer.Option(help="The service's CA certificate (PEM).",
+                                           envvar="TA_CA")] = None,
+    tcti: Annotated[str, typer.Option(help="How to reach the TPM.",
+                                      envvar="TA_AGENT_TCTI")] = agent_host.DEFAULT_TCTI,
+    eventlog: Annotated[str, typer.Option(help="The firmware event log.")] = (
+        agent_host.DEFAULT_EVENT_LOG),
+    hostname: Annotated[str | None, typer.Option(help="Name to enroll under.")] = None,
+    ek: Annotated[Literal["rsa", "ecc"], typer.Option(help="Which EK to use.")] = "rsa",
+    state_dir: StateDirOption = agent_host.DEFAULT_STATE_DIR,
+    as_json: JsonOption = False,
+) -> None:
+    """Enroll this machine: EK certificate, a new AK and binding key, MakeCredential.
+
+    Example: `ta agent enroll --server https://ta:8443 --ca ca.pem --join-token taj_…`
+    """
+    try:
+        state = agent_host.enroll(agent_host.StateDir(state_dir), server=server,
+                                  join_token=join_token, tcti=tcti, event_log=eventlog,
+                                  ca_file=ca, hostname=hostname, ek_kind=ek)
+    except TrustAuthorityError as error:
+        fail_with(error, as_json=as_json)
+    if as_json:
+        print_json({"host": state.host_name, "host_id": state.host_id, "cluster": state.cluster})
+    else:
+        console.print(f"enrolled as host {state.host_name} ({state.host_id}); cluster: "
+                      f"{state.cluster or 'none yet: an infra-admin must approve it'}")
+
+
+@app.command()
+def attest(
+    state_dir: StateDirOption = agent_host.DEFAULT_STATE_DIR,
+    eventlog: Annotated[str | None, typer.Option(
+        help="The firmware event log (default: the one named at enrollment).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Attest once: challenge, quote, certify, event log; keep the token. Exit 1 if untrusted.
+
+    Example: `ta agent attest`
+    """
+    try:
+        result = agent_host.attest(agent_host.StateDir(state_dir), event_log=eventlog)
+    except TrustAuthorityError as error:
+        fail_with(error, as_json=as_json)
+    if as_json:
+        print_json(result.model_dump(mode="json", exclude={"token"}))
+    else:
+        _human_result(result)
+    if result.status != "trusted":
+        raise SystemExit(EXIT_REJECTED)
+
+
+@app.command()
+def run(
+    interval: Annotated[float, typer.Option(min=1, max=86400,
+                                            help="Seconds between attestations.")] = 60,
+    jitter: Annotated[float, typer.Option(min=0, max=0.5,
+                                          help="Spread, as a fraction of the interval.")] = 0.1,
+    state_dir: StateDirOption = agent_host.DEFAULT_STATE_DIR,
+    eventlog: Annotated[str | None, typer.Option(help="The firmware event log.")] = None,
+) -> None:
+    """Attest on a timer until stopped (SIGTERM/SIGINT); logs every change of state.
+
+    Example: `ta agent run --interval 300`
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        agent_host.StateDir(state_dir).load()  # fail now, not in the loop, if not enrolled
+        agent_host.run(agent_host.StateDir(state_dir), interval=interval, jitter=jitter,
+                       stop=stop, event_log=eventlog)
+    except TrustAuthorityError as error:
+        fail_with(error)
+
+
+@app.command()
+def status(state_dir: StateDirOption = agent_host.DEFAULT_STATE_DIR,
+           as_json: JsonOption = False) -> None:
+    """What the agent is enrolled as, and its last verdict.  Example: `ta agent status`"""
+    try:
+        current = agent_host.status(agent_host.StateDir(state_dir))
+    except TrustAuthorityError as error:
+        fail_with(error, as_json=as_json)
+    if as_json:
+        print_json(current)
+        return
+    last = current["last"] or {}
+    console.print(f"host {current['host']} ({current['host_id']}), cluster "
+                  f"{current['cluster'] or '-'}, server {current['server']}\n"
+                  f"last attestation: {last.get('status', 'none')} at {last.get('at', '-')}: "
+                  f"{last.get('detail', '-')}\n"
+                  f"token held: {'yes' if current['has_token'] else 'no'}"
+                  f"{' until ' + last['token_expires_at'] if last.get('token_expires_at') else ''}",
+                  soft_wrap=True)
+
+
+@app.command("simulate-boot")
+def simulate_boot(
+    tcti: Annotated[str, typer.Option(help="The software TPM (a fresh one: PCRs at reset).",
+                                      envvar="TA_AGENT_TCTI")],
+    eventlog: Annotated[Path, typer.Option(help="Where to write the matching event log.")],
+    image: Annotated[Literal["golden", "modified-kernel"], typer.Option(
+        help="What the simulated machine boots.")] = "golden",
+) -> None:
+    """For software TPMs: extend the PCRs with a simulated UEFI boot, write its event log.
+
+    Example: `ta agent simulate-boot --tcti swtpm:path=/tmp/tpm.sock --eventlog boot.bin`
+    """
+    from trustauthority.agent.tpm import AgentTpm  # needs tpm2-pytss; only this command
+
+    chosen = simboot.GOLDEN_IMAGE if image == "golden" else simboot.MODIFIED_KERNEL_IMAGE
+    events, raw_log = simboot.boot_log(chosen)
+    try:
+        with AgentTpm(tcti) as tpm:
+            for pcr, digests in simboot.extends(events, ("sha1", "sha256")):
+                tpm.pcr_extend(pcr, digests)
+    except TrustAuthorityError as error:
+        fail_with(error)
+    write_private(eventlog, raw_log)
+    console.print(json.dumps({"events": len(events), "eventlog": str(eventlog)}))

@@ -1,0 +1,347 @@
+"""Challenge–response attestation of enrolled hosts, and the attestation tokens it earns.
+
+`challenge` stores a single-use nonce in the database (so a nonce is single-use across
+replicas). `submit` then, for the evidence a host returns:
+
+1. consumes the nonce (its own transaction: a nonce is spent even when the evidence fails) —
+   unknown, foreign, used or expired nonces are refused (`ChallengeInvalid`) and audited,
+   without touching the host's state;
+2. verifies, with the evidence core and outside any database transaction: the quote (AK
+   signature, TPM_GENERATED magic, type, nonce, qualified signer = the enrolled AK under the
+   enrolled EK, PCR selection and digest, clock/reset counters against the last quote), that it
+   covers the SHA-256 bank, that the event log replays to the quoted PCRs, and that the AK
+   certified the host's TPM-resident binding key with the same nonce;
+3. appraises the verified events against the cluster's active baselines with its policy;
+4. records the verdict in the host's history, sets the host's trust state, audits failures and
+   state changes, and answers with a token (ES256, bound to the binding key by ``cnf.jkt``) or a
+   structured failure (the first check that failed; for an appraisal, the closest baseline and
+   its differences: component, PCR, expected vs found, the event in the log).
+
+A repeated success in an unchanged state is kept in the history but not in the audit log: the
+audit log records changes and refusals, not every heartbeat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from trustauthority.errors import (
+    AlgorithmNotAllowed,
+    ChallengeInvalid,
+    Conflict,
+    EvidenceError,
+    NotFound,
+)
+from trustauthority.eventlog import parse_event_log
+from trustauthority.policy import Appraisal, Baseline, Difference, Policy, appraise_evidence
+from trustauthority.service.audit import AuditLog
+from trustauthority.service.authz import Caller, Permission, authorize
+from trustauthority.service.baselines import BaselineService
+from trustauthority.service.clusters import cluster_policy
+from trustauthority.service.keys import KeyPurpose, ServiceKeys
+from trustauthority.service.tpmtrust import TpmTrustService
+from trustauthority.store.db import Database
+from trustauthority.store.models import AttestationNonce, AttestationRecord, Cluster, Host
+from trustauthority.token import (
+    AttestationClaims,
+    BaselineRef,
+    SigningKey,
+    TrustStatus,
+    issue,
+    jwk_thumbprint,
+)
+from trustauthority.tpm.attest import ClockInfo
+from trustauthority.tpm.public import parse_tpm2b_public
+from trustauthority.verify import QuoteOptions, verify_certify, verify_evidence, verify_quote
+
+NONCE_BYTES = 32
+NONCE_LIFETIME = timedelta(minutes=2)
+#: the PCRs every quote covers besides the cluster's compared ones: the boot chain's (0-9), so a
+#: host's evidence can become a baseline (`baseline import --from-host`) whatever the policy
+QUOTED_PCRS = frozenset(range(10))
+BANK = "sha256"
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """A nonce, and what to quote: the SHA-256 bank (`BANK`), these PCRs."""
+
+    nonce: bytes
+    expires_at: datetime
+    pcrs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the agent sends, decoded from base64/hex but otherwise untrusted."""
+
+    nonce: bytes
+    quote_attest: bytes
+    quote_signature: bytes
+    pcrs: Mapping[str, Mapping[int, bytes]]
+    event_log: bytes
+    binding_key_public: bytes
+    certify_attest: bytes
+    certify_signature: bytes
+
+
+@dataclass(frozen=True)
+class Failure:
+    type: str
+    detail: str
+    closest_baseline: str | None = None
+    differences: tuple[Difference, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "detail": self.detail,
+                "closest_baseline": self.closest_baseline,
+                "differences": [difference.to_json() for difference in self.differences]}
+
+
+@dataclass(frozen=True)
+class AttestationResult:
+    status: TrustStatus
+    host: str
+    cluster: str
+    baseline: str | None = None
+    token: str | None = None
+    expires_at: datetime | None = None
+    failure: Failure | None = None
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What the verification needs, read in one short read-only transaction."""
+
+    host_id: str
+    host_name: str
+    cluster: str
+    state: str
+    ak_public: bytes
+    ak_qualified_name: bytes
+    previous_clock: ClockInfo | None
+    policy: Policy
+    baselines: list[Baseline]
+    token_lifetime: timedelta
+    allow_sha1: bool
+
+
+@dataclass
+class _Outcome:
+    """What verification established, for the record (filled as far as it got)."""
+
+    appraisal: Appraisal | None = None
+    failure: Failure | None = None
+    clock: ClockInfo | None = None
+    rebooted: bool | None = None
+    pcr_digest: str | None = None
+    event_log: bytes | None = None
+    binding_key_public: bytes | None = None
+    binding_key_thumbprint: str | None = None
+    secure_boot: bool | None = None
+
+
+class AttestationService:
+    def __init__(self, db: Database, audit: AuditLog, keys: ServiceKeys,
+                 tpm_trust: TpmTrustService, baselines: BaselineService,
+                 clock: Callable[[], datetime], issuer: str) -> None:
+        self._db = db
+        self._audit = audit
+        self._keys = keys
+        self._tpm_trust = tpm_trust
+        self._baselines = baselines
+        self._clock = clock
+        self.issuer = issuer
+
+    def _host_of(self, session: Session, caller: Caller) -> Host:
+        host = session.scalars(select(Host).where(Host.principal_id == caller.principal_id)
+                               ).first()
+        if host is None:
+            raise NotFound("this credential belongs to no enrolled host")
+        if host.cluster_id is None:
+            raise Conflict(f"host {host.name} is pending: an infra-admin must approve it into "
+                           "a cluster before it can attest")
+        return host
+
+    # -- 0. challenge ------------------------------------------------------------------------
+
+    def challenge(self, caller: Caller) -> Challenge:
+        authorize(caller, Permission.ATTEST)
+        now = self._clock()
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        with self._db.session() as session:
+            host = self._host_of(session, caller)
+            cluster = session.get_one(Cluster, host.cluster_id)
+            # a host's unanswered challenges are dropped once expired, so the table stays small
+            session.execute(delete(AttestationNonce).where(AttestationNonce.host_id == host.id,
+                                                           AttestationNonce.expires_at < now))
+            session.add(AttestationNonce(nonce=nonce.hex(), host_id=host.id,
+                                         expires_at=now + NONCE_LIFETIME))
+            pcrs = tuple(sorted(QUOTED_PCRS | cluster_policy(cluster).pcrs))
+        return Challenge(nonce, now + NONCE_LIFETIME, pcrs)
+
+    # -- 1.-4. evidence ----------------------------------------------------------------------
+
+    def submit(self, caller: Caller, request_id: str, evidence: Evidence) -> AttestationResult:
+        authorize(caller, Permission.ATTEST)
+        context = self._consume_nonce(caller, request_id, evidence.nonce)
+        outcome = _verify(context, evidence)
+        return self._record(context, outcome, request_id)
+
+    def _consume_nonce(self, caller: Caller, request_id: str, nonce: bytes) -> _Context:
+        now = self._clock()
+        try:
+            with self._db.session() as session:
+                host = self._host_of(session, caller)
+                row = session.get(AttestationNonce, nonce.hex())
+                if row is None or row.host_id != host.id:
+                    raise ChallengeInvalid("the nonce was not issued to this host, or was "
+                                           "already used: ask for a new challenge")
+                session.delete(row)
+                if row.expires_at <= now:
+                    raise ChallengeInvalid(f"the nonce expired at {row.expires_at.isoformat()}: "
+                                           "ask for a new challenge")
+                context = self._context(session, host)
+        except ChallengeInvalid as error:
+            with self._db.session() as session:
+                if "expired" in str(error):  # spent either way; the first transaction rolled back
+                    session.execute(delete(AttestationNonce)
+                                    .where(AttestationNonce.nonce == nonce.hex()))
+                self._audit.record(session, principal=caller.name, role="host",
+                                   action="attestation.refused", target=caller.name,
+                                   outcome="denied", request_id=request_id,
+                                   details={"reason": str(error), "type": error.error_type})
+            raise
+        return context
+
+    def _context(self, session: Session, host: Host) -> _Context:
+        cluster = session.get_one(Cluster, host.cluster_id)
+        previous = None
+        if host.last_reset_count is not None and host.last_clock is not None:
+            previous = ClockInfo(clock=host.last_clock, reset_count=host.last_reset_count,
+                                 restart_count=host.last_restart_count or 0, safe=True)
+        return _Context(
+            host_id=host.id, host_name=host.name, cluster=cluster.name, state=host.state,
+            ak_public=host.ak_public, ak_qualified_name=host.ak_qualified_name,
+            previous_clock=previous, policy=cluster_policy(cluster),
+            baselines=self._baselines.active_for(session, cluster.id),
+            token_lifetime=timedelta(seconds=cluster.token_lifetime_seconds),
+            allow_sha1=self._tpm_trust.current_settings(session).allow_sha1)
+
+    def _record(self, context: _Context, outcome: _Outcome,
+                request_id: str) -> AttestationResult:
+        now = self._clock()
+        appraisal = outcome.appraisal
+        trusted = outcome.failure is None and appraisal is not None and appraisal.trusted
+        status = TrustStatus.TRUSTED if trusted else TrustStatus.UNTRUSTED
+        matched = appraisal.matched if appraisal is not None and trusted else None
+        token = expires_at = token_id = None
+        with self._db.session() as session:
+            host = session.get(Host, context.host_id)
+            if host is None:  # removed while it was attesting
+                raise NotFound("this host was removed")
+            if trusted and matched is not None and outcome.binding_key_thumbprint is not None:
+                kid, private_key = self._keys.signer(session, KeyPurpose.ATTESTATION)
+                claims = AttestationClaims.create(
+                    issuer=self.issuer, host_id=host.id, cluster=context.cluster,
+                    status=status, baseline=BaselineRef(matched.name, matched.version),
+                    pcr_digest=outcome.pcr_digest or "", secure_boot=outcome.secure_boot,
+                    binding_key_thumbprint=outcome.binding_key_thumbprint, now=now,
+                    lifetime=context.token_lifetime)
+                token = issue(claims, SigningKey(kid, private_key))
+                expires_at, token_id = claims.exp, claims.jti
+            failure = outcome.failure
+            reason = failure.detail if failure is not None else (
+                appraisal.summary if appraisal is not None else "")
+            previous_state = host.state
+            host.state = status.value
+            host.state_reason = "" if trusted else reason[:1024]
+            host.last_attested_at = now
+            if outcome.clock is not None:
+                host.last_clock = outcome.clock.clock
+                host.last_reset_count = outcome.clock.reset_count
+                host.last_restart_count = outcome.clock.restart_count
+            if outcome.event_log is not None:
+                host.last_event_log = outcome.event_log
+            if outcome.binding_key_public is not None:
+                host.binding_key_public = outcome.binding_key_public
+                host.binding_key_thumbprint = outcome.binding_key_thumbprint
+            session.add(AttestationRecord(
+                host_id=host.id, at=now, status=status.value,
+                baseline=matched.label if matched is not None else None,
+                reason=reason[:1024],
+                report=json.dumps(failure.to_json()) if failure is not None else None,
+                rebooted=outcome.rebooted, pcr_digest=outcome.pcr_digest, token_id=token_id))
+            if not trusted:
+                self._audit.record(session, principal=host.id, role="host",
+                                   action="attestation.failure", target=host.name,
+                                   outcome="failure", request_id=request_id,
+                                   details={"type": failure.type if failure else "-",
+                                            "reason": reason[:512],
+                                            "cluster": context.cluster})
+            elif previous_state != status.value:
+                self._audit.record(session, principal=host.id, role="host",
+                                   action="attestation.trusted", target=host.name,
+                                   outcome="success", request_id=request_id,
+                                   details={"baseline": matched.label if matched else "-",
+                                            "cluster": context.cluster,
+                                            "previous_state": previous_state})
+        return AttestationResult(status, context.host_id, context.cluster,
+                                 matched.label if matched is not None else None, token,
+                                 expires_at, failure)
+
+
+def _verify(context: _Context, evidence: Evidence) -> _Outcome:
+    """Steps 2-3, pure: every refusal becomes a `Failure` naming the first check that failed."""
+    outcome = _Outcome()
+    options = QuoteOptions(allow_sha1=context.allow_sha1)
+    try:
+        ak = parse_tpm2b_public(context.ak_public)
+        quote = verify_quote(ak=ak, raw_attest=evidence.quote_attest,
+                             raw_signature=evidence.quote_signature,
+                             expected_nonce=evidence.nonce, unverified_pcr_values=evidence.pcrs,
+                             previous_clock=context.previous_clock,
+                             expected_qualified_signer=context.ak_qualified_name,
+                             options=options)
+        if BANK not in quote.pcr_values:
+            raise AlgorithmNotAllowed(f"the quote must cover the {BANK} PCR bank; it covers "
+                                      f"{', '.join(sorted(quote.pcr_values))}")
+        outcome.clock, outcome.rebooted = quote.clock_info, quote.rebooted
+        values = quote.pcr_values[BANK]
+        outcome.pcr_digest = hashlib.sha256(b"".join(values[pcr] for pcr in sorted(values))
+                                            ).hexdigest()
+        verified = verify_evidence(quote, parse_event_log(evidence.event_log))
+        outcome.event_log = evidence.event_log
+        certified = verify_certify(ak=ak, certified_public=evidence.binding_key_public,
+                                   raw_attest=evidence.certify_attest,
+                                   raw_signature=evidence.certify_signature,
+                                   expected_nonce=evidence.nonce,
+                                   expected_qualified_signer=context.ak_qualified_name,
+                                   options=options)
+        outcome.binding_key_public = evidence.binding_key_public
+        outcome.binding_key_thumbprint = jwk_thumbprint(certified.public.public_key)
+    except EvidenceError as error:
+        outcome.failure = Failure(error.error_type, str(error))
+        return outcome
+    if not context.baselines:
+        outcome.failure = Failure("policy_violation", f"cluster {context.cluster} has no active "
+                                  "baseline: a trust-admin must add one (cluster add-baseline)")
+        return outcome
+    appraisal = appraise_evidence(verified, context.baselines, context.policy)
+    outcome.appraisal = appraisal
+    outcome.secure_boot = appraisal.secure_boot
+    if not appraisal.trusted:
+        closest = appraisal.closest
+        outcome.failure = Failure("policy_violation", appraisal.summary,
+                                  closest.label if closest is not None else None,
+                                  appraisal.differences)
+    return outcome

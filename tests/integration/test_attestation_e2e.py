@@ -1,0 +1,398 @@
+"""Enrollment and attestation end to end: software TPMs (swtpm) booted with a simulated UEFI
+boot, the host agent, and a real service over HTTPS.
+
+A good host enrolls with a join token, attests, and gets a token that verifies against the JWKS
+and is bound to its TPM-resident binding key. Every refusal the design names is checked for its
+reason and its audit entry.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import SwtpmFactory
+from tests.support.service import RunningService
+from trustauthority.agent import host as agent
+from trustauthority.agent import simboot
+from trustauthority.agent.swtpm import SoftwareTpm, SoftwareTpmCa
+from trustauthority.agent.tpm import AgentTpm
+from trustauthority.cli.main import app
+from trustauthority.errors import (
+    ActivationFailed,
+    BackendUnavailable,
+    CertificateError,
+    ChallengeInvalid,
+    Conflict,
+    JoinTokenRefused,
+    TokenExpired,
+)
+from trustauthority.eventlog import parse_event_log
+from trustauthority.schemas import (
+    AttestationResultOut,
+    BaselineImport,
+    ClusterBaselineAdd,
+    ClusterCreate,
+    EnrollmentActivate,
+    EnrollmentStart,
+    EvidenceIn,
+    HostApprove,
+    JoinTokenCreate,
+    TpmCaAdd,
+)
+from trustauthority.token import Jwks, verify
+from trustauthority.tpm.public import parse_tpm2b_public
+
+pytestmark = pytest.mark.swtpm
+
+
+@dataclass
+class Fleet:
+    service: RunningService
+    infra_token: str
+    tmp: Path
+    make_tpm: SwtpmFactory
+
+    def join_token(self, cluster: str = "prod") -> str:
+        with self.service.client(self.infra_token) as infra:
+            return infra.create_join_token(JoinTokenCreate(cluster=cluster)).token
+
+    def boot(self, image: simboot.BootImage = simboot.GOLDEN_IMAGE,
+             banks: tuple[str, ...] = ("sha1", "sha256")) -> tuple[SoftwareTpm, Path]:
+        """A new machine: a fresh TPM extended with `image`'s boot, and its event log."""
+        tpm = self.make_tpm()
+        events, raw_log = simboot.boot_log(image, banks)
+        with AgentTpm(tpm.tcti) as agent_tpm:
+            for pcr, digests in simboot.extends(events, banks):
+                agent_tpm.pcr_extend(pcr, digests)
+        path = tpm.state_dir / "binary_bios_measurements"
+        path.write_bytes(raw_log)
+        return tpm, path
+
+    def enroll(self, tpm: SoftwareTpm, log: Path, *, join_token: str | None = "new",
+               name: str = "web") -> agent.StateDir:
+        state_dir = agent.StateDir(tpm.state_dir / "agent")
+        agent.enroll(state_dir, server=self.service.url,
+                     join_token=self.join_token() if join_token == "new" else join_token,
+                     tcti=tpm.tcti, event_log=str(log), ca_file=str(self.service.ca_file),
+                     hostname=name)
+        return state_dir
+
+    def audit(self, action: str) -> list[dict[str, object]]:
+        with self.service.admin() as admin:
+            return [entry.model_dump() for entry in admin.audit_entries(action=action,
+                                                                         limit=1000)]
+
+
+def _ca_bundle(ca: SoftwareTpmCa) -> str:
+    return (ca.root_certificate_path.read_text() + ca.intermediate_certificate_path.read_text())
+
+
+@pytest.fixture
+def fleet(sqlite_service: RunningService, swtpm_ca: SoftwareTpmCa, swtpm_factory: SwtpmFactory,
+          tmp_path: Path) -> Fleet:
+    """A trust-admin's setup: the swtpm CA trusted, cluster `prod` with the golden baseline."""
+    service = sqlite_service
+    _events, golden_log = simboot.boot_log(simboot.GOLDEN_IMAGE)
+    with service.admin() as admin:
+        admin.add_tpm_cas(TpmCaAdd(certificate_pem=_ca_bundle(swtpm_ca)))
+        admin.create_cluster(ClusterCreate(name="prod", token_lifetime_seconds=120))
+        admin.import_baseline(BaselineImport(
+            name="golden", event_log_base64=base64.b64encode(golden_log).decode()))
+        admin.add_cluster_baseline("prod", ClusterBaselineAdd(baseline="golden"))
+    infra = service.principal_with_token("infra", "infra-admin")
+    return Fleet(service, infra, tmp_path, swtpm_factory)
+
+
+def _evidence(fleet: Fleet, state_dir: agent.StateDir,
+              log: bytes | None = None) -> tuple[EvidenceIn, str]:
+    """A fresh challenge answered by the host's TPM (not yet sent), and the host's credential."""
+    state = state_dir.load()
+    credential = state_dir.credential()
+    with agent.open_client(state, credential) as client:
+        challenge = client.challenge()
+    with AgentTpm(state.tcti) as tpm:
+        raw_log = log if log is not None else Path(state.event_log).read_bytes()
+        return agent.gather_evidence(tpm, state, challenge, raw_log), credential
+
+
+def _submit(fleet: Fleet, credential: str, evidence: EvidenceIn) -> AttestationResultOut:
+    with fleet.service.client(credential) as client:
+        return client.submit_evidence(evidence)
+
+
+def _untrusted(result: AttestationResultOut, error_type: str) -> str:
+    assert result.status == "untrusted", result
+    assert result.token is None
+    assert result.failure is not None
+    assert result.failure.type == error_type, result.failure
+    return result.failure.detail
+
+
+# -- the good path ----------------------------------------------------------------------------
+
+def test_a_good_host_enrolls_attests_and_holds_a_token_bound_to_its_tpm(fleet: Fleet) -> None:
+    tpm, log = fleet.boot()
+    state_dir = fleet.enroll(tpm, log)
+    state = state_dir.load()
+    assert state.cluster == "prod"
+
+    result = agent.attest(state_dir)
+    assert result.status == "trusted", result.failure
+    assert result.baseline == "golden v1"
+    assert result.token is not None and state_dir.token() == result.token
+
+    with fleet.service.admin() as admin:
+        jwks = Jwks.parse(admin.jwks())
+        host = admin.get_host(state.host_name)
+        history = admin.host_attestations(state.host_name)
+    binding_key = parse_tpm2b_public(base64.b64decode(state.binding_public)).public_key
+    claims = verify(result.token, jwks, issuer=fleet.service.url, now=datetime.now(UTC),
+                    binding_key=binding_key)
+    assert claims.sub == state.host_id and claims.cluster == "prod"
+    assert claims.trusted and claims.baseline is not None and claims.baseline.name == "golden"
+    assert claims.secure_boot is True
+    assert claims.exp - claims.iat == timedelta(seconds=120)  # the cluster's token lifetime
+    assert host.state == "trusted" and host.binding_key_thumbprint == claims.cnf_jkt
+    assert [row.status for row in history] == ["trusted"]
+
+    # the token is worthless after exp
+    with pytest.raises(TokenExpired):
+        verify(result.token, jwks, issuer=fleet.service.url,
+               now=claims.exp + timedelta(minutes=5), binding_key=binding_key)
+
+    enrolled = fleet.audit("host.enroll")
+    assert enrolled[-1]["target"] == state.host_name and enrolled[-1]["outcome"] == "success"
+    assert fleet.audit("attestation.trusted")[-1]["target"] == state.host_name
+
+    # same EK, same host: enrolling again keeps the identity and revokes the old credential
+    old_credential = state_dir.credential()
+    again = fleet.enroll(tpm, log, join_token=None)
+    assert again.load().host_id == state.host_id
+    with pytest.raises(Exception) as refused, fleet.service.client(old_credential) as client:
+        client.challenge()
+    assert getattr(refused.value, "error_type", "") == "unauthenticated"
+    assert agent.attest(again).status == "trusted"
+
+
+def test_a_host_without_join_token_waits_for_approval(fleet: Fleet) -> None:
+    tpm, log = fleet.boot()
+    state_dir = fleet.enroll(tpm, log, join_token=None, name="db")
+    with fleet.service.admin() as admin:
+        assert admin.get_host("db").state == "pending"
+    with pytest.raises(Conflict, match="pending"):
+        agent.attest(state_dir)
+    with fleet.service.client(fleet.infra_token) as infra:
+        approved = infra.approve_host("db", HostApprove(cluster="prod"))
+    assert approved.state == "enrolled" and approved.cluster == "prod"
+    assert agent.attest(state_dir).status == "trusted"
+
+
+# -- enrollment refusals ------------------------------------------------------------------------
+
+def test_a_join_token_is_single_use(fleet: Fleet) -> None:
+    token = fleet.join_token()
+    first, first_log = fleet.boot()
+    fleet.enroll(first, first_log, join_token=token, name="one")
+    second, second_log = fleet.boot()
+    with pytest.raises(JoinTokenRefused, match="already used"):
+        fleet.enroll(second, second_log, join_token=token, name="two")
+    refused = [entry for entry in fleet.audit("host.enroll") if entry["outcome"] == "denied"]
+    assert "already used" in str(refused[-1]["details"])
+
+
+def test_an_ek_from_an_unknown_tpm_ca_is_refused(fleet: Fleet) -> None:
+    with fleet.service.admin() as admin:
+        for ca in admin.list_tpm_cas():
+            admin.remove_tpm_ca(ca.fingerprint_sha256)
+    tpm, log = fleet.boot()
+    with pytest.raises(CertificateError, match="trusted"):
+        fleet.enroll(tpm, log)
+    refused = fleet.audit("host.enroll")[-1]
+    assert refused["outcome"] == "denied"
+    assert "certificate_rejected" in str(refused["details"])
+
+
+def test_an_ak_from_another_tpm_cannot_activate_the_credential(fleet: Fleet) -> None:
+    tpm_a, _ = fleet.boot()
+    tpm_b, _ = fleet.boot()
+    with AgentTpm(tpm_a.tcti) as a, AgentTpm(tpm_b.tcti) as b:
+        ek_certificate = a.ek_certificate("rsa")
+        assert ek_certificate is not None
+        foreign_ak = b.create_ak("ecc", "rsa")
+        with fleet.service.client() as anonymous:
+            challenge = anonymous.start_enrollment(EnrollmentStart(
+                ek_public=base64.b64encode(a.ek_public("rsa")).decode(),
+                ek_certificate=base64.b64encode(ek_certificate).decode(),
+                ak_public=base64.b64encode(foreign_ak.public).decode(), hostname="spoof",
+                join_token=fleet.join_token()))
+            blob = base64.b64decode(challenge.credential_blob)
+            secret = base64.b64decode(challenge.encrypted_secret)
+            # TPM B holds the AK but not the EK: its TPM cannot open the credential
+            with pytest.raises(BackendUnavailable, match="ActivateCredential"):
+                b.activate_credential(foreign_ak, blob, secret)
+            # and a guess is refused, once and for all
+            with pytest.raises(ActivationFailed):
+                anonymous.activate_enrollment(challenge.enrollment_id, EnrollmentActivate(
+                    secret=base64.b64encode(bytes(32)).decode()))
+    assert fleet.audit("host.enroll")[-1]["outcome"] == "denied"
+    with fleet.service.admin() as admin:
+        assert [host.name for host in admin.list_hosts()] == []
+
+
+# -- attestation refusals -----------------------------------------------------------------------
+
+@pytest.fixture
+def enrolled(fleet: Fleet) -> agent.StateDir:
+    tpm, log = fleet.boot()
+    return fleet.enroll(tpm, log)
+
+
+def test_a_replayed_nonce_is_refused(fleet: Fleet, enrolled: agent.StateDir) -> None:
+    evidence, credential = _evidence(fleet, enrolled)
+    assert _submit(fleet, credential, evidence).status == "trusted"
+    with pytest.raises(ChallengeInvalid, match="already used"):
+        _submit(fleet, credential, evidence)
+    assert fleet.audit("attestation.refused")[-1]["outcome"] == "denied"
+
+
+def test_an_expired_nonce_is_refused(fleet: Fleet, enrolled: agent.StateDir) -> None:
+    evidence, credential = _evidence(fleet, enrolled)
+    attestation = fleet.service.platform.attestation
+    real_clock = attestation._clock
+    attestation._clock = lambda: real_clock() + timedelta(minutes=3)
+    try:
+        with pytest.raises(ChallengeInvalid, match="expired"):
+            _submit(fleet, credential, evidence)
+    finally:
+        attestation._clock = real_clock
+    with pytest.raises(ChallengeInvalid):  # spent, even though it failed
+        _submit(fleet, credential, evidence)
+
+
+def test_a_quote_by_another_hosts_ak_is_refused(fleet: Fleet, enrolled: agent.StateDir) -> None:
+    other_tpm, other_log = fleet.boot()
+    other = fleet.enroll(other_tpm, other_log, name="other")
+    evidence, credential = _evidence(fleet, enrolled)
+    # the other host answers this host's challenge with its own AK
+    state = other.load()
+    with AgentTpm(state.tcti) as tpm:
+        challenge_nonce = base64.b64decode(evidence.nonce)
+        quote = tpm.quote(state.ak, challenge_nonce, sorted(int(p) for p in evidence.pcrs["sha256"]))
+    forged = evidence.model_copy(update={"quote": evidence.quote.model_copy(update={
+        "attest": base64.b64encode(quote.attest).decode(),
+        "signature": base64.b64encode(quote.signature).decode()})})
+    detail = _untrusted(_submit(fleet, credential, forged), "signature_invalid")
+    assert "signature" in detail or "qualifiedSigner" in detail
+    failures = fleet.audit("attestation.failure")
+    assert failures[-1]["target"] == enrolled.load().host_name
+    with fleet.service.admin() as admin:
+        host = admin.get_host(enrolled.load().host_name)
+    assert host.state == "untrusted" and host.state_reason
+
+
+def test_a_changed_kernel_in_log_and_pcrs_alike_fails_the_appraisal(fleet: Fleet) -> None:
+    tpm, log = fleet.boot(simboot.MODIFIED_KERNEL_IMAGE)
+    state_dir = fleet.enroll(tpm, log, name="rootkit")
+    result = agent.attest(state_dir)
+    detail = _untrusted(result, "policy_violation")
+    assert result.failure is not None and result.failure.closest_baseline == "golden v1"
+    kernel = [d for d in result.failure.differences if d.component.startswith("kernel")
+              or "kernel" in (d.found_label or "") or "vmlinuz" in (d.found_label or "")]
+    assert kernel, (detail, result.failure.differences)
+    assert kernel[0].expected != kernel[0].found and kernel[0].event_index is not None
+    assert state_dir.token() is None
+
+
+def test_secure_boot_off_fails_the_appraisal(fleet: Fleet) -> None:
+    tpm, log = fleet.boot(simboot.BootImage(secure_boot=False))
+    result = agent.attest(fleet.enroll(tpm, log, name="insecure"))
+    detail = _untrusted(result, "policy_violation")
+    assert "secure boot" in detail.lower()
+
+
+def _records(log: bytes) -> tuple[bytes, list[bytes]]:
+    """Split a crypto-agile log into its header event and its events (sha1+sha256 digests)."""
+    parsed = parse_event_log(log)
+    offsets = [event.offset for event in parsed.events] + [len(log)]
+    chunks = [log[offsets[i]:offsets[i + 1]] for i in range(len(parsed.events))]
+    return log[:offsets[0]], chunks
+
+
+@pytest.mark.parametrize("damage", ["truncated", "reordered", "padded"])
+def test_a_damaged_event_log_is_refused(fleet: Fleet, enrolled: agent.StateDir,
+                                        damage: str) -> None:
+    raw = Path(enrolled.load().event_log).read_bytes()
+    header, events = _records(raw)
+    damaged: Callable[[], bytes] = {
+        "truncated": lambda: header + b"".join(events[:-2]),
+        "reordered": lambda: header + b"".join(events[:3] + [events[4], events[3]] + events[5:]),
+        "padded": lambda: raw + events[-1],
+    }[damage]
+    evidence, credential = _evidence(fleet, enrolled, log=damaged())
+    result = _submit(fleet, credential, evidence)
+    assert result.status == "untrusted" and result.failure is not None
+    assert result.failure.type in ("event_log_mismatch", "malformed_event_log"), result.failure
+
+
+def test_relabelled_pcr_values_are_refused(fleet: Fleet, enrolled: agent.StateDir) -> None:
+    evidence, credential = _evidence(fleet, enrolled)
+    values = dict(evidence.pcrs["sha256"])
+    values["4"], values["7"] = values["7"], values["4"]
+    relabelled = evidence.model_copy(update={"pcrs": {"sha256": values}})
+    _untrusted(_submit(fleet, credential, relabelled), "pcr_digest_mismatch")
+
+
+def test_sha1_only_evidence_is_refused(fleet: Fleet, enrolled: agent.StateDir) -> None:
+    state = enrolled.load()
+    with agent.open_client(state, enrolled.credential()) as client:
+        challenge = client.challenge()
+    sha1_challenge = challenge.model_copy(update={"bank": "sha1"})
+    with AgentTpm(state.tcti) as tpm:
+        evidence = agent.gather_evidence(tpm, state, sha1_challenge,
+                                         Path(state.event_log).read_bytes())
+    _untrusted(_submit(fleet, enrolled.credential(), evidence), "algorithm_not_allowed")
+
+
+def test_a_binding_key_not_certified_by_the_ak_is_refused(fleet: Fleet,
+                                                          enrolled: agent.StateDir) -> None:
+    evidence, credential = _evidence(fleet, enrolled)
+    state = enrolled.load()
+    with AgentTpm(state.tcti) as tpm:
+        other_key = tpm.create_binding_key("rsa")
+    swapped = evidence.model_copy(update={"binding_key": evidence.binding_key.model_copy(
+        update={"public": base64.b64encode(other_key.public).decode()})})
+    _untrusted(_submit(fleet, credential, swapped), "key_attributes_rejected")
+
+
+def test_the_cli_enrolls_attests_and_shows_the_fleet(fleet: Fleet) -> None:
+    tpm, log = fleet.boot()
+    runner = CliRunner()
+    state_dir = str(tpm.state_dir / "cli-agent")
+    enrolled = runner.invoke(app, ["agent", "enroll", "--server", fleet.service.url, "--ca",
+                                   str(fleet.service.ca_file), "--join-token",
+                                   fleet.join_token(), "--tcti", tpm.tcti, "--eventlog",
+                                   str(log), "--hostname", "cli-host", "--state-dir",
+                                   state_dir])
+    assert enrolled.exit_code == 0, enrolled.output
+    attested = runner.invoke(app, ["agent", "attest", "--state-dir", state_dir, "--json"])
+    assert attested.exit_code == 0, attested.output
+    assert '"trusted"' in attested.output and "eyJ" not in attested.output  # no token printed
+    status = runner.invoke(app, ["agent", "status", "--state-dir", state_dir])
+    assert "trusted" in status.output and "token held: yes" in status.output
+    listed = runner.invoke(app, ["--server", fleet.service.url, "--ca",
+                                 str(fleet.service.ca_file), "--token", fleet.infra_token,
+                                 "host", "list"])
+    assert listed.exit_code == 0 and "cli-host" in listed.output and "trusted" in listed.output
+    bad_log = tpm.state_dir / "other.bin"
+    bad_log.write_bytes(simboot.boot_log(simboot.MODIFIED_KERNEL_IMAGE)[1])
+    refused = runner.invoke(app, ["agent", "attest", "--state-dir", state_dir,
+                                  "--eventlog", str(bad_log)])
+    assert refused.exit_code == 1, refused.output
+    assert "untrusted" in refused.output
