@@ -2,9 +2,10 @@
 
 Each operation gets its own fresh service and a bounded, reproducible run (Hypothesis
 `derandomize`): schemathesis's examples, coverage (boundary values, wrong types, unsupported
-methods) and fuzzing phases. The requests carry the token of "fuzzer", a trust-admin of its own
-beside the first one, so they pass the role gate and reach the use cases; whatever the fuzzer
-revokes on the way (even itself) is fine, but no response may be a 5xx.
+methods) and fuzzing phases. The requests carry the token of "fuzzer", a trust-admin and
+infra-admin of its own beside the first admin (a host's token for the host's own operations), so
+they pass the role gate and reach the use cases; whatever the fuzzer revokes on the way (even
+itself) is fine, but no response may be a 5xx.
 
 What each response must satisfy:
 
@@ -13,7 +14,8 @@ What each response must satisfy:
   as documented;
 - `response_schema_conformance`: the documented body, errors included (`ErrorBody`);
 - every error is the stable `{"type", "detail", "request_id"}` body;
-- no 403 (a trust-admin may do everything) and no 401 unless the fuzzer revoked itself.
+- no 403 (the fuzzer holds the role of every operation; only a join token it made up is
+  refused) and no 401 unless the fuzzer revoked itself.
 
 The document is taken from the application at import time (schemathesis parametrizes at
 collection, before any service runs); `test_the_fuzzed_document_is_the_served_one` proves it is
@@ -42,13 +44,15 @@ from schemathesis.specs.openapi.checks import (
 from sqlalchemy import select
 
 from tests.support.service import RunningService
-from trustauthority.api.app import create_app
+from trustauthority.api.app import create_app, route_permissions
 from trustauthority.schemas import PrincipalCreate
+from trustauthority.service.authz import Permission
 from trustauthority.store.models import Principal
 
 #: the document only: no platform is needed to build it
 DOCUMENT: dict[str, Any] = create_app(platform=None).openapi()  # type: ignore[arg-type]
 schema = schemathesis.openapi.from_dict(DOCUMENT)
+PERMISSIONS = route_permissions()
 
 Case = GenericCase[APIOperation[Any, Any, Any, Any]]
 
@@ -65,10 +69,12 @@ MAX_EXAMPLES = 25
 class FuzzTarget:
     service: RunningService
     token: str
+    host_token: str
 
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
+    def headers(self, case: Case) -> dict[str, str]:
+        permission = PERMISSIONS.get((case.method.upper(), case.path))
+        token = self.host_token if permission is Permission.ATTEST else self.token
+        return {"Authorization": f"Bearer {token}"}
 
     @property
     def verify(self) -> str:
@@ -83,10 +89,11 @@ class FuzzTarget:
 
 @pytest.fixture
 def fuzz_target(sqlite_service: RunningService) -> FuzzTarget:
-    token = sqlite_service.principal_with_token(FUZZER, "trust-admin")
+    token = sqlite_service.principal_with_token(FUZZER, "trust-admin", "infra-admin")
+    host_token = sqlite_service.principal_with_token("fuzzer-host", "host")
     with sqlite_service.admin() as admin:
         admin.create_principal(PrincipalCreate(name=KNOWN_NAME, roles=["auditor"]))
-    return FuzzTarget(sqlite_service, token)
+    return FuzzTarget(sqlite_service, token, host_token)
 
 
 def errors_are_the_stable_body(_ctx: CheckContext, response: Response,
@@ -115,10 +122,11 @@ CHECKS = [not_a_server_error, content_type_conformance, response_headers_conform
           suppress_health_check=list(HealthCheck))
 def test_no_operation_answers_with_a_server_error(case: Case, fuzz_target: FuzzTarget) -> None:
     response = case.call_and_validate(base_url=fuzz_target.service.url,
-                                      headers=fuzz_target.headers, verify=fuzz_target.verify,
-                                      checks=CHECKS)
+                                      headers=fuzz_target.headers(case),
+                                      verify=fuzz_target.verify, checks=CHECKS)
     request = f"{case.method} {case.formatted_path} {case.query} {case.body!r}"
-    assert response.status_code != 403, f"a trust-admin was refused: {request}"
+    if response.status_code == 403:
+        assert response.json()["type"] == "join_token_refused", f"refused: {request}"
     if response.status_code == 401:
         assert fuzz_target.revoked(FUZZER), f"the fuzzer's token stopped working: {request}"
 
