@@ -225,6 +225,14 @@ class BaselineImport(Request):
     strict: bool = Field(default=False, description="also pin exact PCR values")
 
 
+class BaselineFromHost(Request):
+    name: str = BaselineName
+    #: the known-good host (name or id); its last verified event log becomes the baseline
+    host: str = Field(min_length=1, max_length=128)
+    bank: Literal["sha1", "sha256", "sha384", "sha512"] = "sha256"
+    strict: bool = Field(default=False, description="also pin exact PCR values")
+
+
 class BaselineOut(Response):
     name: str
     version: int
@@ -410,3 +418,10 @@ class AttestationResultOut(Response):
     token: str | None = Field(default=None, description="the attestation token when trusted")
     expires_at: datetime | None = None
     failure: FailureOut | None = None
+
+
+class TokenKeyRotated(Response):
+    #: the new signing key's id (the `kid` of tokens from now on)
+    kid: str
+    #: the retired key, kept in the JWKS until the tokens it signed have expired
+    retired_kid: str | None

@@ -37,6 +37,7 @@ from trustauthority.errors import (
 from trustauthority.eventlog import parse_event_log
 from trustauthority.schemas import (
     AttestationResultOut,
+    BaselineFromHost,
     BaselineImport,
     ClusterBaselineAdd,
     ClusterCreate,
@@ -415,3 +416,43 @@ def test_the_cli_enrolls_attests_and_shows_the_fleet(fleet: Fleet) -> None:
                                   "--eventlog", str(bad_log)])
     assert refused.exit_code == 1, refused.output
     assert "untrusted" in refused.output
+
+
+def test_a_baseline_is_imported_from_a_known_good_hosts_last_evidence(fleet: Fleet) -> None:
+    tpm, log = fleet.boot()
+    state_dir = fleet.enroll(tpm, log, name="known-good")
+    with fleet.service.admin() as admin:
+        with pytest.raises(Conflict, match="no verified evidence"):
+            admin.import_baseline_from_host(BaselineFromHost(name="from-host",
+                                                             host="known-good"))
+        assert agent.attest(state_dir).status == "trusted"
+        made = admin.import_baseline_from_host(BaselineFromHost(name="from-host",
+                                                                host="known-good"))
+        assert made.source.startswith("host:known-good:")
+        assert admin.diff_baselines("golden", "from-host").differences == []
+
+
+def test_rotating_the_signing_key_keeps_old_tokens_verifiable_until_they_expire(
+        fleet: Fleet, enrolled: agent.StateDir) -> None:
+    before = agent.attest(enrolled).token
+    assert before is not None
+    with fleet.service.admin() as admin:
+        rotated = admin.rotate_token_key()
+        after = agent.attest(enrolled).token
+        assert after is not None
+        jwks = Jwks.parse(admin.jwks())
+    assert {key.kid for key in jwks.keys} == {rotated.kid, rotated.retired_kid}
+    now = datetime.now(UTC)
+    assert verify(before, jwks, issuer=fleet.service.url, now=now).sub == enrolled.load().host_id
+    assert verify(after, jwks, issuer=fleet.service.url, now=now).jti != verify(
+        before, jwks, issuer=fleet.service.url, now=now).jti
+    assert fleet.audit("token-key.rotate")[-1]["target"] == rotated.kid
+    # a day later no token of the old key is valid any more: the JWKS drops it
+    platform = fleet.service.platform
+    real_clock = platform.clock
+    platform.clock = lambda: real_clock() + timedelta(days=1, minutes=11)
+    try:
+        with fleet.service.admin() as admin:
+            assert [key.kid for key in Jwks.parse(admin.jwks()).keys] == [rotated.kid]
+    finally:
+        platform.clock = real_clock

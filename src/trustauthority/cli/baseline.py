@@ -11,9 +11,21 @@ from rich.console import Group
 from rich.table import Table
 
 from trustauthority.cli.connect import build, call
-from trustauthority.cli.output import EXIT_REJECTED, console, emit, print_json, read_input_file
+from trustauthority.cli.output import (
+    EXIT_REJECTED,
+    console,
+    emit,
+    fail,
+    print_json,
+    read_input_file,
+)
 from trustauthority.cli.trust import cluster_app
-from trustauthority.schemas import BaselineImport, BaselineOut, ClusterBaselineAdd
+from trustauthority.schemas import (
+    BaselineFromHost,
+    BaselineImport,
+    BaselineOut,
+    ClusterBaselineAdd,
+)
 
 app = typer.Typer(help="Baselines: reference values from a known-good host's boot.",
                   no_args_is_help=True)
@@ -37,15 +49,29 @@ def _table(baselines: list[BaselineOut]) -> Table:
 @app.command("import")
 def import_(
     ctx: typer.Context, name: Name,
-    eventlog: Annotated[Path, typer.Option(help="The known-good host's firmware event log.")],
+    eventlog: Annotated[Path | None, typer.Option(
+        help="The known-good host's firmware event log.")] = None,
+    from_host: Annotated[str | None, typer.Option(
+        help="An enrolled host whose last verified evidence is known-good.")] = None,
     bank: Annotated[str, typer.Option(help="PCR bank of the reference digests.")] = "sha256",
     strict: Annotated[bool, typer.Option(help="Also pin exact PCR values.")] = False,
     as_json: Json = False,
 ) -> None:
-    """Import a new version of a baseline from an event log.
+    """Import a new version of a baseline from an event log or from a host.
 
-    Example: `ta baseline import golden --eventlog binary_bios_measurements`
+    Examples: `ta baseline import golden --eventlog binary_bios_measurements`,
+    `ta baseline import golden --from-host web-01`
     """
+    if (eventlog is None) == (from_host is None):
+        fail("give exactly one of --eventlog FILE and --from-host HOST", as_json=as_json)
+    if from_host is not None:
+        from_host_request = build(BaselineFromHost, {"name": name, "host": from_host,
+                                                     "bank": bank, "strict": strict}, as_json)
+        made = call(ctx, as_json,
+                    lambda client: client.import_baseline_from_host(from_host_request))
+        emit(made, as_json, _table([made]))
+        return
+    assert eventlog is not None  # noqa: S101 - checked above
     raw = read_input_file(str(eventlog), what="event log", max_bytes=512 * 1024,
                           as_json=as_json)
     request = build(BaselineImport, {"name": name, "bank": bank, "strict": strict,

@@ -11,7 +11,15 @@ from typing import Annotated
 import httpx
 import typer
 
-from trustauthority.cli.output import console, fail, fail_with, print_json, read_input_file
+from trustauthority.cli.connect import call
+from trustauthority.cli.output import (
+    console,
+    emit,
+    fail,
+    fail_with,
+    print_json,
+    read_input_file,
+)
 from trustauthority.errors import BackendUnavailable, TrustAuthorityError
 from trustauthority.token import Jwks, verify
 
@@ -62,3 +70,13 @@ def verify_token(
     status = "[bold green]trusted[/]" if claims.trusted else "[bold red]untrusted[/]"
     console.print(f"token verified: host {claims.sub} in {claims.cluster} is {status}; "
                   f"expires {claims.exp.isoformat()}")
+
+
+@app.command("rotate-key")
+def rotate_key(ctx: typer.Context, as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON for scripts.")] = False) -> None:
+    """Sign tokens with a new key from now on (trust-admin); the old key stays in the JWKS
+    until its tokens have expired.  Example: `ta token rotate-key`"""
+    rotated = call(ctx, as_json, lambda client: client.rotate_token_key())
+    emit(rotated, as_json, f"Tokens are now signed with key {rotated.kid}; "
+                           f"{rotated.retired_kid or 'no key'} was retired.")

@@ -30,6 +30,7 @@ from trustauthority.schemas import (
     AuditEntryOut,
     AuditVerificationOut,
     BaselineDiffOut,
+    BaselineFromHost,
     BaselineImport,
     BaselineOut,
     CertificateCreate,
@@ -57,6 +58,7 @@ from trustauthority.schemas import (
     Readiness,
     TokenCreate,
     TokenIssued,
+    TokenKeyRotated,
     TokenOut,
     TpmCaAdd,
     TpmCaOut,
@@ -271,6 +273,9 @@ class TrustAuthorityClient:
     def import_baseline(self, request: BaselineImport) -> BaselineOut:
         return self._call(BaselineOut, "POST", "/v1/baselines", body=request)
 
+    def import_baseline_from_host(self, request: BaselineFromHost) -> BaselineOut:
+        return self._call(BaselineOut, "POST", "/v1/baselines/from-host", body=request)
+
     def list_baselines(self) -> list[BaselineOut]:
         return self._list(BaselineOut, "/v1/baselines")
 
@@ -334,6 +339,9 @@ class TrustAuthorityClient:
     def submit_evidence(self, request: EvidenceIn) -> AttestationResultOut:
         return self._call(AttestationResultOut, "POST", "/v1/attestation/evidence",
                           body=request)
+
+    def rotate_token_key(self) -> TokenKeyRotated:
+        return self._call(TokenKeyRotated, "POST", "/v1/token-keys/rotation")
 
     def jwks(self) -> dict[str, Any]:
         response = self._send("GET", "/.well-known/jwks.json")

@@ -35,6 +35,7 @@ class Permission(StrEnum):
     HOST_READ = "host:read"  # hosts, their trust state and history, join tokens
     HOST_MANAGE = "host:manage"  # join tokens, approving and removing hosts
     ATTEST = "attest"  # a host proving its own boot state
+    SERVICE_KEY_MANAGE = "service-key:manage"  # rotating the token-signing key
 
 
 _EVERYONE = frozenset(Role)
@@ -53,6 +54,7 @@ GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.HOST_READ: frozenset({Role.TRUST_ADMIN, Role.INFRA_ADMIN, Role.AUDITOR}),
     Permission.HOST_MANAGE: frozenset({Role.INFRA_ADMIN}),
     Permission.ATTEST: frozenset({Role.HOST}),
+    Permission.SERVICE_KEY_MANAGE: frozenset({Role.TRUST_ADMIN}),
 }
 
 

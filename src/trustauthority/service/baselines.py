@@ -24,7 +24,7 @@ from trustauthority.service.audit import AuditLog
 from trustauthority.service.authz import Caller, Permission, authorize
 from trustauthority.service.names import check_name
 from trustauthority.store.db import Database
-from trustauthority.store.models import BaselineRecord, Cluster, ClusterBaseline
+from trustauthority.store.models import BaselineRecord, Cluster, ClusterBaseline, Host
 
 MAX_EVENT_LOG_BYTES = 512 * 1024
 
@@ -77,29 +77,53 @@ class BaselineService:
                          strict: bool = False) -> BaselineView:
         """A new version of baseline `name` from a known-good host's firmware event log."""
         role = authorize(caller, Permission.BASELINE_MANAGE)
+        digest = hashlib.sha256(raw_event_log).hexdigest()
+        with self._db.session() as session:
+            return self._import(session, caller, role, request_id, name=name,
+                                raw_event_log=raw_event_log, bank=bank, strict=strict,
+                                source=f"eventlog:sha256:{digest}")
+
+    def import_from_host(self, caller: Caller, request_id: str, *, name: str, host: str,
+                         bank: str = "sha256", strict: bool = False) -> BaselineView:
+        """A new version of baseline `name` from a host's last verified evidence: the event log
+        that replayed to the PCRs its TPM quoted (vTA's "import from a known-good host")."""
+        role = authorize(caller, Permission.BASELINE_MANAGE)
+        with self._db.session() as session:
+            row = session.scalars(select(Host).where(Host.name == host)).first()
+            if row is None:
+                raise NotFound(f"no host named {host[:128]!r}")
+            if row.last_event_log is None or row.last_attested_at is None:
+                raise Conflict(f"host {host} has no verified evidence yet: let it attest first")
+            digest = hashlib.sha256(row.last_event_log).hexdigest()
+            return self._import(session, caller, role, request_id, name=name,
+                                raw_event_log=row.last_event_log, bank=bank, strict=strict,
+                                source=f"host:{row.name}:{row.last_attested_at.isoformat()}"
+                                       f":sha256:{digest[:16]}")
+
+    def _import(self, session: Session, caller: Caller, role: str, request_id: str, *,
+                name: str, raw_event_log: bytes, bank: str, strict: bool,
+                source: str) -> BaselineView:
         check_name("baseline", name)
         if len(raw_event_log) > MAX_EVENT_LOG_BYTES:
             raise UsageError(f"the event log is larger than {MAX_EVENT_LOG_BYTES} bytes")
         log = parse_event_log(raw_event_log)
-        digest = hashlib.sha256(raw_event_log).hexdigest()
-        with self._db.session() as session:
-            latest = session.scalar(select(func.max(BaselineRecord.version))
-                                    .where(BaselineRecord.name == name))
-            version = (latest or 0) + 1
-            baseline = baseline_from_event_log(log, name=name, version=version, bank=bank,
-                                               strict=strict)
-            row = BaselineRecord(id=str(uuid.uuid4()), name=name, version=version,
-                                 document=json.dumps(baseline.to_json(), sort_keys=True),
-                                 source=f"eventlog:sha256:{digest}",
-                                 created_at=self._clock(), created_by=caller.name)
-            session.add(row)
-            self._audit.record(session, principal=caller.name, role=role,
-                               action="baseline.import", target=f"{name} v{version}",
-                               outcome="success", request_id=request_id,
-                               details={"source": row.source, "bank": bank, "strict": strict,
-                                        "components": len(baseline.components)})
-            session.flush()
-            return self._view(session, row)
+        latest = session.scalar(select(func.max(BaselineRecord.version))
+                                .where(BaselineRecord.name == name))
+        version = (latest or 0) + 1
+        baseline = baseline_from_event_log(log, name=name, version=version, bank=bank,
+                                           strict=strict)
+        row = BaselineRecord(id=str(uuid.uuid4()), name=name, version=version,
+                             document=json.dumps(baseline.to_json(), sort_keys=True),
+                             source=source[:256], created_at=self._clock(),
+                             created_by=caller.name)
+        session.add(row)
+        self._audit.record(session, principal=caller.name, role=role,
+                           action="baseline.import", target=f"{name} v{version}",
+                           outcome="success", request_id=request_id,
+                           details={"source": row.source, "bank": bank, "strict": strict,
+                                    "components": len(baseline.components)})
+        session.flush()
+        return self._view(session, row)
 
     def list_all(self, caller: Caller) -> list[BaselineView]:
         authorize(caller, Permission.TRUST_READ)

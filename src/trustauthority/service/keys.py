@@ -113,8 +113,24 @@ class ServiceKeys:
             ServiceKey.purpose == purpose.value, ServiceKey.retired_at.is_(None))).first()
         return rows if rows is not None else self.create(session, purpose)
 
-    def public_keys(self, session: Session,
-                    purpose: KeyPurpose) -> dict[str, ec.EllipticCurvePublicKey]:
-        """Every key of `purpose`, retired ones included (old signatures stay checkable)."""
-        rows = session.scalars(select(ServiceKey).where(ServiceKey.purpose == purpose.value))
-        return {row.kid: load_public_pem(row.public_pem) for row in rows}
+    def public_keys(self, session: Session, purpose: KeyPurpose, *,
+                    retired_after: datetime | None = None,
+                    ) -> dict[str, ec.EllipticCurvePublicKey]:
+        """Every key of `purpose`, retired ones included (old signatures stay checkable) —
+        or, with `retired_after`, only those retired after that moment."""
+        query = select(ServiceKey).where(ServiceKey.purpose == purpose.value)
+        if retired_after is not None:
+            query = query.where(ServiceKey.retired_at.is_(None)
+                                | (ServiceKey.retired_at > retired_after))
+        return {row.kid: load_public_pem(row.public_pem) for row in session.scalars(query)}
+
+    def rotate(self, session: Session, purpose: KeyPurpose) -> tuple[str | None, str]:
+        """Retire the active key of `purpose` and create its successor: (old kid, new kid)."""
+        now = self._clock()
+        retired = None
+        for row in session.scalars(select(ServiceKey).where(
+                ServiceKey.purpose == purpose.value, ServiceKey.retired_at.is_(None))):
+            row.retired_at = now
+            retired = row.kid
+        session.flush()
+        return retired, self.create(session, purpose)

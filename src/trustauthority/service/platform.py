@@ -4,7 +4,7 @@ cases, built once per process by `serve` (and by tests) and shared by every requ
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from trustauthority.audit.chain import AuditEntry
 from trustauthority.errors import PermissionDenied
@@ -25,6 +25,10 @@ from trustauthority.service.tpmtrust import TpmTrustService
 from trustauthority.store.db import Database
 from trustauthority.store.masterkey import MasterKey
 from trustauthority.token import Jwks, VerificationKey
+
+#: the longest token lifetime a cluster may set (schemas.ClusterCreate)
+MAX_TOKEN_LIFETIME = timedelta(days=1)
+KEY_RETIREMENT_MARGIN = timedelta(minutes=10)
 
 
 def utc_now() -> datetime:
@@ -52,9 +56,23 @@ class Platform:
 
     def jwks(self) -> Jwks:
         """Every attestation-token key, retired ones included until their tokens expire."""
+        # a token lives at most MAX_TOKEN_LIFETIME; a key retired longer ago signed none that
+        # is still valid (a relying party's leeway is covered by the margin)
+        keep_after = self.clock() - MAX_TOKEN_LIFETIME - KEY_RETIREMENT_MARGIN
         with self.db.session(read_only=True) as session:
-            keys = self.keys.public_keys(session, KeyPurpose.ATTESTATION)
+            keys = self.keys.public_keys(session, KeyPurpose.ATTESTATION,
+                                         retired_after=keep_after)
         return Jwks(tuple(VerificationKey(kid, public) for kid, public in sorted(keys.items())))
+
+    def rotate_token_key(self, caller: Caller, request_id: str) -> tuple[str | None, str]:
+        """A new token-signing key; the old one stays in the JWKS until its tokens expire."""
+        role = authorize(caller, Permission.SERVICE_KEY_MANAGE)
+        with self.db.session() as session:
+            old, new = self.keys.rotate(session, KeyPurpose.ATTESTATION)
+            self.audit.record(session, principal=caller.name, role=role,
+                              action="token-key.rotate", target=new, outcome="success",
+                              request_id=request_id, details={"retired": old or "-"})
+        return old, new
 
     def ensure_keys(self) -> None:
         """Keys a newer release needs that an older store lacks (run on start)."""

@@ -12,6 +12,7 @@ from trustauthority.api.security import Requires, platform_of
 from trustauthority.errors import UsageError
 from trustauthority.schemas import (
     BaselineDiffOut,
+    BaselineFromHost,
     BaselineImport,
     BaselineOut,
     ClusterBaselineAdd,
@@ -59,6 +60,15 @@ def import_baseline(request: Request, caller: Manager, body: BaselineImport) -> 
         raise UsageError("event_log_base64 is not base64") from None
     return _out(platform_of(request).baselines.import_event_log(
         caller, request.state.request_id, name=body.name, raw_event_log=raw, bank=body.bank,
+        strict=body.strict))
+
+
+@router.post("/baselines/from-host", response_model=BaselineOut, status_code=201)
+def import_baseline_from_host(request: Request, caller: Manager,
+                              body: BaselineFromHost) -> BaselineOut:
+    """A new version of a baseline from a known-good host's last verified evidence."""
+    return _out(platform_of(request).baselines.import_from_host(
+        caller, request.state.request_id, name=body.name, host=body.host, bank=body.bank,
         strict=body.strict))
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 
 from trustauthority.api.routes.convert import principal_out
 from trustauthority.api.security import Requires, platform_of
-from trustauthority.schemas import Health, Readiness, WhoAmI
+from trustauthority.schemas import Health, Readiness, TokenKeyRotated, WhoAmI
 from trustauthority.service.authz import Caller, Permission
 
 public = APIRouter(tags=["system"])
@@ -42,3 +42,12 @@ def whoami(request: Request,
            caller: Annotated[Caller, Depends(Requires(Permission.SELF_READ))]) -> WhoAmI:
     view = platform_of(request).principals.whoami(caller)
     return WhoAmI(principal=principal_out(view), credential=caller.credential)
+
+
+@router.post("/token-keys/rotation", response_model=TokenKeyRotated)
+def rotate_token_key(request: Request, caller: Annotated[
+        Caller, Depends(Requires(Permission.SERVICE_KEY_MANAGE))]) -> TokenKeyRotated:
+    """Sign tokens with a new key from now on; the old key stays in the JWKS until the tokens
+    it signed have expired."""
+    retired, kid = platform_of(request).rotate_token_key(caller, request.state.request_id)
+    return TokenKeyRotated(kid=kid, retired_kid=retired)
