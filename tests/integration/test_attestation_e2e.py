@@ -9,16 +9,21 @@ reason and its audit entry.
 from __future__ import annotations
 
 import base64
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
 from tests.conftest import SwtpmFactory
-from tests.support.service import RunningService
+from tests.support.service import RunningService, free_port
 from trustauthority.agent import host as agent
 from trustauthority.agent import simboot
 from trustauthority.agent.swtpm import SoftwareTpm, SoftwareTpmCa
@@ -456,3 +461,82 @@ def test_rotating_the_signing_key_keeps_old_tokens_verifiable_until_they_expire(
             assert [key.kid for key in Jwks.parse(admin.jwks()).keys] == [rotated.kid]
     finally:
         platform.clock = real_clock
+
+
+def _ca(name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    certificate = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - timedelta(days=3650))
+                   .not_valid_after(now + timedelta(days=3650))
+                   .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+                   .add_extension(x509.KeyUsage(False, False, False, False, False, True, True,
+                                                False, False), True)
+                   .sign(key, hashes.SHA256()))
+    return key, certificate
+
+
+def test_an_expired_ek_certificate_is_refused(fleet: Fleet) -> None:
+    ca_key, ca_certificate = _ca("Expired Vendor TPM CA")
+    with fleet.service.admin() as admin:
+        admin.add_tpm_cas(TpmCaAdd(certificate_pem=ca_certificate.public_bytes(
+            serialization.Encoding.PEM).decode()))
+    tpm, _log = fleet.boot()
+    with AgentTpm(tpm.tcti) as agent_tpm:
+        ek_public = agent_tpm.ek_public("rsa")
+        ak = agent_tpm.create_ak("ecc", "rsa")
+    now = datetime.now(UTC)
+    expired = (x509.CertificateBuilder()
+               .subject_name(x509.Name([]))
+               .issuer_name(ca_certificate.subject)
+               .public_key(parse_tpm2b_public(ek_public).public_key)
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - timedelta(days=800))
+               .not_valid_after(now - timedelta(days=30))
+               .sign(ca_key, hashes.SHA256()))
+    with fleet.service.client() as anonymous, pytest.raises(CertificateError, match="expired"):
+        anonymous.start_enrollment(EnrollmentStart(
+            ek_public=base64.b64encode(ek_public).decode(),
+            ek_certificate=base64.b64encode(
+                expired.public_bytes(serialization.Encoding.DER)).decode(),
+            ak_public=base64.b64encode(ak.public).decode(), hostname="old-tpm",
+            join_token=fleet.join_token()))
+    refused = fleet.audit("host.enroll")[-1]
+    assert refused["outcome"] == "denied"
+    assert "expired" in str(refused["details"])
+
+
+def test_a_host_that_stops_attesting_goes_stale(fleet: Fleet, enrolled: agent.StateDir) -> None:
+    assert agent.attest(enrolled).status == "trusted"
+    name = enrolled.load().host_name
+    hosts = fleet.service.platform.hosts
+    real_clock = hosts._clock
+    # the cluster's interval is 300 s; stale after three missed rounds
+    hosts._clock = lambda: real_clock() + timedelta(seconds=3 * 300 + 5)
+    try:
+        with fleet.service.admin() as admin:
+            host = admin.get_host(name)
+    finally:
+        hosts._clock = real_clock
+    assert host.state == "stale"
+    assert "no attestation since" in host.state_reason
+
+
+def test_the_agent_loop_keeps_the_token_and_backs_off_when_the_service_is_away(
+        fleet: Fleet, enrolled: agent.StateDir) -> None:
+    agent.run(enrolled, interval=1, jitter=0, max_rounds=2)
+    last = enrolled.status()
+    assert last is not None
+    assert last.status == "trusted"
+    assert enrolled.token() is not None
+    # the service moves away: the loop records the error and drops the token, without raising
+    state = enrolled.load()
+    enrolled.save(dataclasses.replace(state, server=f"https://127.0.0.1:{free_port()}"))
+    agent.run(enrolled, interval=1, jitter=0, max_rounds=2)
+    last = enrolled.status()
+    assert last is not None
+    assert last.status == "error"
+    assert "cannot reach" in last.detail
+    assert enrolled.token() is None
