@@ -540,3 +540,21 @@ def test_the_agent_loop_keeps_the_token_and_backs_off_when_the_service_is_away(
     assert last.status == "error"
     assert "cannot reach" in last.detail
     assert enrolled.token() is None
+
+
+def test_intermediates_the_host_sends_complete_its_ek_chain(fleet: Fleet,
+                                                             swtpm_ca: SoftwareTpmCa) -> None:
+    with fleet.service.admin() as admin:  # trust the vendor's root only
+        for ca in admin.list_tpm_cas():
+            if not ca.is_root:
+                admin.remove_tpm_ca(ca.fingerprint_sha256)
+    tpm, log = fleet.boot()
+    with pytest.raises(CertificateError):
+        fleet.enroll(tpm, log)
+    result = CliRunner().invoke(app, [
+        "agent", "enroll", "--server", fleet.service.url, "--ca", str(fleet.service.ca_file),
+        "--join-token", fleet.join_token(), "--tcti", tpm.tcti, "--eventlog", str(log),
+        "--ek-intermediate", str(swtpm_ca.intermediate_certificate_path),
+        "--state-dir", str(tpm.state_dir / "agent")])
+    assert result.exit_code == 0, result.output
+    assert agent.attest(agent.StateDir(tpm.state_dir / "agent")).status == "trusted"

@@ -188,8 +188,12 @@ def read_event_log(path: str) -> bytes:
 def enroll(state_dir: StateDir, *, server: str, join_token: str | None, tcti: str,
            event_log: str, ca_file: str | None = None, hostname: str | None = None,
            ek_kind: EkKind = "rsa", ak_kind: AkKind = "ecc",
-           facts: dict[str, str] | None = None) -> AgentState:
-    """Create the AK and binding key, prove them to the service, save what it answers."""
+           facts: dict[str, str] | None = None,
+           ek_intermediates: tuple[bytes, ...] = ()) -> AgentState:
+    """Create the AK and binding key, prove them to the service, save what it answers.
+
+    `ek_intermediates` (DER) are CA certificates between the EK certificate and a root the
+    service trusts, for TPM vendors that do not put them in the TPM."""
     name = hostname or socket.gethostname().split(".")[0]
     with AgentTpm(tcti) as tpm:
         ek_certificate = tpm.ek_certificate(ek_kind)
@@ -201,6 +205,7 @@ def enroll(state_dir: StateDir, *, server: str, join_token: str | None, tcti: st
             challenge = client.start_enrollment(EnrollmentStart(
                 ek_public=_b64(ek_public),
                 ek_certificate=_b64(ek_certificate) if ek_certificate else None,
+                ek_intermediates=[_b64(der) for der in ek_intermediates],
                 ak_public=_b64(ak.public), hostname=name,
                 facts=facts or {}, join_token=join_token))
             secret = tpm.activate_credential(ak, _unb64(challenge.credential_blob, "blob"),

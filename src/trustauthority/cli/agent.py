@@ -11,13 +11,22 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from cryptography.hazmat.primitives import serialization
 from rich.table import Table
 
 from trustauthority.agent import host as agent_host
 from trustauthority.agent import simboot
-from trustauthority.cli.output import EXIT_REJECTED, console, fail_with, print_json
+from trustauthority.cli.output import (
+    EXIT_REJECTED,
+    console,
+    fail,
+    fail_with,
+    print_json,
+    read_input_file,
+)
 from trustauthority.errors import TrustAuthorityError
 from trustauthority.files import write_private
+from trustauthority.verify.ekcert import load_certificate
 
 app = typer.Typer(help="The host agent: enroll this machine's TPM, attest, keep its token.",
                   no_args_is_help=True)
@@ -46,6 +55,15 @@ def _human_result(result: Any) -> None:
         console.print(table)
 
 
+def _der(path: Path, as_json: bool) -> bytes:
+    raw = read_input_file(str(path), what="certificate", max_bytes=64 * 1024, as_json=as_json)
+    try:
+        certificate = load_certificate(raw)
+    except TrustAuthorityError as error:
+        fail(f"{path}: {error}", as_json=as_json)
+    return certificate.public_bytes(serialization.Encoding.DER)
+
+
 @app.command()
 def enroll(
     server: Annotated[str, typer.Option(help="The service URL.", envvar="TA_SERVER")],
@@ -60,6 +78,9 @@ def enroll(
         agent_host.DEFAULT_EVENT_LOG),
     hostname: Annotated[str | None, typer.Option(help="Name to enroll under.")] = None,
     ek: Annotated[Literal["rsa", "ecc"], typer.Option(help="Which EK to use.")] = "rsa",
+    ek_intermediate: Annotated[list[Path] | None, typer.Option(
+        help="A CA certificate (PEM or DER) between the EK certificate and the vendor root; "
+             "repeatable.")] = None,
     state_dir: StateDirOption = agent_host.DEFAULT_STATE_DIR,
     as_json: JsonOption = False,
 ) -> None:
@@ -67,10 +88,12 @@ def enroll(
 
     Example: `ta agent enroll --server https://ta:8443 --ca ca.pem --join-token taj_…`
     """
+    intermediates = tuple(_der(path, as_json) for path in ek_intermediate or ())
     try:
         state = agent_host.enroll(agent_host.StateDir(state_dir), server=server,
                                   join_token=join_token, tcti=tcti, event_log=eventlog,
-                                  ca_file=ca, hostname=hostname, ek_kind=ek)
+                                  ca_file=ca, hostname=hostname, ek_kind=ek,
+                                  ek_intermediates=intermediates)
     except TrustAuthorityError as error:
         fail_with(error, as_json=as_json)
     if as_json:
