@@ -52,9 +52,13 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import cProfile
 import json
+import logging
+import marshal
 import multiprocessing
 import os
+import pstats
 import shutil
 import signal
 import ssl
@@ -70,7 +74,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Literal
+from types import FrameType
+from typing import Any, Literal, cast
 
 # `tests.support` (the simulated TPM, the PostgreSQL cluster) is imported from the project root
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -122,7 +127,8 @@ EK_ATTRIBUTES = (ObjectAttributes.FIXED_TPM | ObjectAttributes.FIXED_PARENT
                  | ObjectAttributes.RESTRICTED | ObjectAttributes.DECRYPT)
 
 Kind = Literal["whoami", "attest"]
-console = Console()
+#: wide enough for the tables when the output is a file or a pipe
+console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 def _b64(data: bytes) -> str:
@@ -347,16 +353,27 @@ def worker_main(connection: Connection, config: WorkerConfig) -> None:
 
 # -- measuring CPU --------------------------------------------------------------------------------
 
-def process_cpu(pids: list[int]) -> float:
-    """User + system CPU seconds of these processes (all their threads), from /proc."""
-    total = 0
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat from field 3 on (index 0 is field 3), or None when the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def process_cpu(pids: list[int], *, reaped_children: bool = False) -> dict[int, float]:
+    """User + system CPU seconds of each process (all its threads), from /proc; with
+    `reaped_children`, plus what its children used before they exited and were waited for."""
+    result = {}
     for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-        except OSError:
+        fields = _stat(pid)
+        if fields is None:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / CLOCK_TICKS
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+        if reaped_children:
+            ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+        result[pid] = ticks / CLOCK_TICKS
+    return result
 
 
 def machine_cpu() -> tuple[float, float]:
@@ -366,28 +383,50 @@ def machine_cpu() -> tuple[float, float]:
     return (sum(values[:8]) - idle) / CLOCK_TICKS, sum(values[:8]) / CLOCK_TICKS
 
 
-def postgres_pids(cluster: PostgresCluster) -> list[int]:
-    """The postmaster and its children (one backend per pooled connection, and helpers)."""
+def postgres_cpu(cluster: PostgresCluster) -> dict[int, float]:
+    """CPU seconds of the postmaster (with its exited children: backends of connections that
+    were closed) and of each live child (a backend per open connection, and helpers)."""
     postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
     children = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rpartition(")")[2].split()
-            except OSError:
-                continue
-            if int(fields[1]) == postmaster:
+            fields = _stat(int(entry.name))
+            if fields is not None and int(fields[1]) == postmaster:
                 children.append(int(entry.name))
-    return [postmaster, *children]
+    return {**process_cpu(children), **process_cpu([postmaster], reaped_children=True)}
 
 
 @dataclass(frozen=True)
 class CpuSample:
+    """CPU seconds per process (server, database, load generators), and the machine's."""
+
+    server: dict[int, float]
+    database: dict[int, float]
+    clients: dict[int, float]
+    machine_busy: float
+    machine_total: float
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """CPU seconds used over the measured window."""
+
     server: float
     database: float
     clients: float
     machine_busy: float
     machine_total: float
+
+    @staticmethod
+    def between(before: CpuSample, after: CpuSample) -> CpuUse:
+        def used(first: dict[int, float], last: dict[int, float]) -> float:
+            # a process started inside the window counts from zero
+            return sum(seconds - first.get(pid, 0.0) for pid, seconds in last.items())
+
+        return CpuUse(used(before.server, after.server), used(before.database, after.database),
+                      used(before.clients, after.clients),
+                      after.machine_busy - before.machine_busy,
+                      after.machine_total - before.machine_total)
 
 
 # -- the server and the fleet ---------------------------------------------------------------------
@@ -403,7 +442,8 @@ def _environment(work: Path) -> dict[str, str]:
 class Server:
     """`ta init` then `ta serve` in a process of its own; stopped with SIGTERM."""
 
-    def __init__(self, work: Path, database_url: str | None) -> None:
+    def __init__(self, work: Path, database_url: str | None,
+                 profile: Path | None = None) -> None:
         self.env = _environment(work)
         self.data_dir = work / "data"
         self.port = free_port()
@@ -420,9 +460,13 @@ class Server:
         self.ca_file = Path(info["ca"])
         self.url = f"https://127.0.0.1:{self.port}"
         self.log_file = work / "serve.log"
+        command = [str(TA), "serve", "--data-dir", str(self.data_dir)]
+        if profile is not None:  # the same server, under cProfile (see `profiled_serve`)
+            command = [sys.executable, __file__, "--serve-profiled", str(self.data_dir),
+                       str(profile)]
         with self.log_file.open("wb") as log:
-            self.process = subprocess.Popen([str(TA), "serve", "--data-dir", str(self.data_dir)],
-                                            env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(command, env=self.env, stdout=log,
+                                            stderr=subprocess.STDOUT)
         context = ssl.create_default_context(cafile=str(self.ca_file))
         deadline = time.monotonic() + 60
         while True:
@@ -487,7 +531,7 @@ class PhaseOutcome:
     kind: Kind
     seconds: float
     result: PhaseResult
-    cpu: CpuSample
+    cpu: CpuUse
 
     @property
     def rate(self) -> float:
@@ -510,7 +554,7 @@ class DatabaseRun:
     concurrency: int
     client_processes: int
     attest: PhaseOutcome
-    whoami: PhaseOutcome
+    whoami: PhaseOutcome | None  # not measured with --profile
 
 
 def _sleep_until(moment: float) -> None:
@@ -524,14 +568,16 @@ def measure(kind: Kind, workers: list[Worker], args: argparse.Namespace,
     for worker in workers:
         worker.connection.send(phase)
     client_pids = [worker.process.pid for worker in workers if worker.process.pid is not None]
-    database_pids = postgres_pids(database) if database is not None else []
 
     def sample() -> CpuSample:
         busy, total = machine_cpu()
-        return CpuSample(process_cpu([server.process.pid]), process_cpu(database_pids),
+        return CpuSample(process_cpu([server.process.pid]),
+                         postgres_cpu(database) if database is not None else {},
                          process_cpu(client_pids), busy, total)
 
     _sleep_until(phase.measure_from)
+    if args.profile is not None:
+        server.process.send_signal(signal.SIGUSR1)  # the profile starts here (profiled_serve)
     before = sample()
     _sleep_until(phase.measure_until)
     after = sample()
@@ -540,11 +586,7 @@ def measure(kind: Kind, workers: list[Worker], args: argparse.Namespace,
         payload = worker.receive(timeout=120)
         assert isinstance(payload, PhaseResult)
         result.merge(payload)
-    cpu = CpuSample(*(a - b for a, b in zip(
-        (after.server, after.database, after.clients, after.machine_busy, after.machine_total),
-        (before.server, before.database, before.clients, before.machine_busy,
-         before.machine_total), strict=True)))
-    return PhaseOutcome(kind, args.seconds, result, cpu)
+    return PhaseOutcome(kind, args.seconds, result, CpuUse.between(before, after))
 
 
 def run_database(database: str, args: argparse.Namespace) -> DatabaseRun:
@@ -563,7 +605,7 @@ def run_database(database: str, args: argparse.Namespace) -> DatabaseRun:
                 cluster_dir = Path(tempfile.mkdtemp(prefix="ta-bench-pg-"))
                 cluster = PostgresCluster(cluster_dir).start()
                 database_url = cluster.new_database()
-            server = Server(work, database_url)
+            server = Server(work, database_url, args.profile)
             workers: list[Worker] = []
             try:
                 infra_token = set_up_fleet(server)
@@ -585,7 +627,8 @@ def run_database(database: str, args: argparse.Namespace) -> DatabaseRun:
                               f"{time.monotonic() - started:.1f} s; measuring "
                               f"{args.warmup:.0f} s warm-up + {args.seconds:.0f} s per phase")
                 attested = measure("attest", workers, args, server, cluster)
-                whoami_phase = measure("whoami", workers, args, server, cluster)
+                whoami_phase = (None if args.profile is not None
+                                else measure("whoami", workers, args, server, cluster))
             except BaseException:
                 if server.process.poll() is not None:
                     console.print(f"[red]server log:[/]\n{server.log_tail()}")
@@ -605,6 +648,192 @@ def run_database(database: str, args: argparse.Namespace) -> DatabaseRun:
             if cluster_dir is not None:
                 shutil.rmtree(cluster_dir, ignore_errors=True)
     return DatabaseRun(database, args.hosts, concurrency, processes, attested, whoami_phase)
+
+
+# -- --profile: the server under cProfile --------------------------------------------------------
+
+#: pstats' table: function -> (primitive calls, calls, self time, inclusive time, callers), where
+#: callers maps a calling function to the same four numbers for that edge
+Location = tuple[str, int, str]
+Edge = tuple[int, int, float, float]
+StatsTable = dict[Location, tuple[int, int, float, float, dict[Location, Edge]]]
+
+
+def _since(now: StatsTable, before: StatsTable) -> StatsTable:
+    """What a profiler recorded after the `before` snapshot."""
+    result: StatsTable = {}
+    for function, (cc, nc, tt, ct, callers) in now.items():
+        if function not in before:
+            result[function] = (cc, nc, tt, ct, callers)
+            continue
+        old = before[function]
+        if nc == old[1]:
+            continue
+        edges: dict[Location, Edge] = {}
+        for caller, edge in callers.items():
+            was = old[4].get(caller)
+            if was is None:
+                edges[caller] = edge
+            elif edge[0] != was[0]:
+                edges[caller] = (edge[0] - was[0], edge[1] - was[1], edge[2] - was[2],
+                                 edge[3] - was[3])
+        result[function] = (cc - old[0], nc - old[1], tt - old[2], ct - old[3], edges)
+    return result
+
+
+def _add(total: StatsTable, more: StatsTable) -> None:
+    for function, (cc, nc, tt, ct, callers) in more.items():
+        if function not in total:
+            total[function] = (cc, nc, tt, ct, dict(callers))
+            continue
+        old = total[function]
+        edges = old[4]
+        for caller, edge in callers.items():
+            was = edges.get(caller, (0, 0, 0.0, 0.0))
+            edges[caller] = (was[0] + edge[0], was[1] + edge[1], was[2] + edge[2],
+                             was[3] + edge[3])
+        total[function] = (old[0] + cc, old[1] + nc, old[2] + tt, old[3] + ct, edges)
+
+
+def profiled_serve(data_dir: Path, out: Path) -> None:
+    """What `ta serve` runs, with a cProfile in every thread: the event loop's (uvicorn, h11,
+    TLS, the ASGI app) and each threadpool worker's (the sync routes: auth, use cases, DB).
+    The timer is the thread's own CPU time, so waiting for the GIL or for I/O is not counted
+    (but the timer's own system call makes small functions look dearer than they are).
+    SIGUSR1 marks the start of the measured window; the profile since then is written to `out`
+    when the server stops (SIGTERM)."""
+    from trustauthority.api.server import ServeOptions, build_server
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    profiles: list[cProfile.Profile] = []
+
+    def start(_frame: FrameType, _event: str, _arg: Any) -> None:
+        # runs once per new thread, and replaces itself with the thread's own profiler
+        profile = cProfile.Profile(time.thread_time)
+        profiles.append(profile)
+        profile.enable()
+
+    threading.setprofile(start)
+    server, platform = build_server(ServeOptions(data_dir))
+    # uvicorn handles SIGTERM, then raises it again for the handler it found: make that one
+    # return, so the profile is written before the process ends
+    signal.signal(signal.SIGTERM, lambda _signal, _frame: None)
+    main_profile = cProfile.Profile(time.thread_time)
+    marks: dict[int, StatsTable] = {}
+
+    def table(profile: cProfile.Profile) -> StatsTable:
+        profile.snapshot_stats()  # safe while other threads' profilers run: we hold the GIL
+        return dict(cast(StatsTable, profile.stats))  # typeshed says int where times are float
+
+    def mark(_signal: int, _frame: FrameType | None) -> None:
+        for profile in [main_profile, *profiles]:
+            marks[id(profile)] = table(profile)
+
+    signal.signal(signal.SIGUSR1, mark)
+    main_profile.enable()
+    try:
+        server.run()
+    finally:
+        main_profile.disable()
+        platform.db.dispose()
+        total: StatsTable = {}
+        for profile in [main_profile, *profiles]:
+            _add(total, _since(table(profile), marks.get(id(profile), {})))
+        with out.open("wb") as file:
+            marshal.dump(total, file)  # the format pstats.Stats reads
+
+
+#: where self time is spent, by library: the first matching pattern of a function's file (or of
+#: a built-in's name) wins; together the rows add up to the profiled CPU time
+LIBRARIES = (
+    ("TLS (ssl)", ("_ssl.", "ssl.py", "sslproto.py")),
+    ("SQLite (sqlite3, C)", ("sqlite3.",)),
+    ("psycopg + libpq", ("psycopg",)),
+    ("SQLAlchemy", ("sqlalchemy",)),
+    ("pydantic", ("pydantic",)),
+    ("FastAPI + Starlette", ("fastapi", "starlette")),
+    ("uvicorn + h11 + asyncio", ("uvicorn", "h11", "asyncio", "selectors", "select.epoll")),
+    ("crypto (cryptography, hashlib, hmac)", ("cryptography", "_hashlib", "hashlib", "hmac",
+                                              "joserfc", "_rust")),
+    ("JSON", ("json",)),
+    ("logging", ("logging",)),
+    ("trustauthority", ("trustauthority",)),
+)
+
+
+def _library(location: tuple[str, int, str]) -> str:
+    filename, _line, function = location
+    text = f"{filename}:{function}"
+    for label, patterns in LIBRARIES:
+        if any(pattern in text for pattern in patterns):
+            return label
+    return "other (stdlib, builtins)"
+
+
+#: the use cases and layers, inclusive CPU time (sync functions: cumulative time is meaningful)
+STEPS = (
+    ("Platform.authenticate (token lookup)", "service/platform.py", "authenticate"),
+    ("AttestationService.challenge", "service/attestation.py", "challenge"),
+    ("AttestationService.submit", "service/attestation.py", "submit"),
+    ("  _consume_nonce (nonce + context txn)", "service/attestation.py", "_consume_nonce"),
+    ("    BaselineService.active_for", "service/baselines.py", "active_for"),
+    ("  _verify (quote, log, certify, appraise)", "service/attestation.py", "_verify"),
+    ("    appraise_evidence", "policy/appraise.py", "appraise_evidence"),
+    ("    jwk_thumbprint", "token/", "jwk_thumbprint"),
+    ("  _record (record + token txn)", "service/attestation.py", "_record"),
+    ("    token issue (ES256 sign)", "token/jwt.py", "issue"),
+    ("    AuditLog.record", "service/audit.py", "record"),
+    ("Session.commit (all transactions)", "sqlalchemy/orm/session.py", "commit"),
+    ("Session.execute/get (all queries)", "sqlalchemy/orm/session.py", "_execute_internal"),
+    ("routes: serialize_response (pydantic out)", "fastapi/routing.py", "serialize_response"),
+    ("logging (uvicorn access log)", "logging/__init__.py", "callHandlers"),
+)
+
+
+def profile_report(path: Path) -> None:
+    stats = pstats.Stats(str(path))
+    raw: StatsTable = stats.stats  # type: ignore[attr-defined]
+    submits = sum(entry[1] for location, entry in raw.items()
+                  if location[0].endswith("service/attestation.py") and location[2] == "submit")
+    if not submits:
+        console.print("[red]the profile holds no attestation[/]")
+        return
+    total = sum(entry[2] for entry in raw.values())
+    by_library: dict[str, float] = {}
+    for location, entry in raw.items():
+        label = _library(location)
+        callers = entry[4]
+        edges = sum(edge[2] for edge in callers.values())
+        if label.startswith("other") and location[0] == "~" and callers and edges > 0:
+            # a built-in (str.join, isinstance…) counts for the library that called it
+            for caller, edge in callers.items():
+                owner = _library(caller)
+                by_library[owner] = by_library.get(owner, 0.0) + entry[2] * edge[2] / edges
+            continue
+        by_library[label] = by_library.get(label, 0.0) + entry[2]
+    console.print(f"\n[bold]Server profile[/] ({path}; cProfile with per-thread CPU time, which "
+                  "inflates Python-heavy code more than C):\n"
+                  f"  {submits:,} attestations profiled (the measured window only), "
+                  f"{total / submits * 1000:.1f} ms of server CPU per attestation")
+    table = Table("self time, by library", "ms / attestation", "share")
+    for label, self_time in sorted(by_library.items(), key=lambda item: -item[1]):
+        table.add_row(label, f"{self_time / submits * 1000:.2f}", f"{self_time / total:.0%}")
+    console.print(table)
+    steps = Table("inclusive time, by step", "calls / att.", "ms / attestation", "share")
+    for label, suffix, function in STEPS:
+        calls = 0
+        seconds = 0.0
+        for location, entry in raw.items():
+            if suffix in location[0] and location[2] == function:
+                calls += entry[1]
+                seconds += entry[3]
+        steps.add_row(label, f"{calls / submits:.1f}", f"{seconds / submits * 1000:.2f}",
+                      f"{seconds / total:.0%}")
+    console.print(steps)
+    console.print("  top 25 functions by self time:")
+    stats.sort_stats("tottime").print_stats(25)
 
 
 # -- reference 2: the pure verification, in process ----------------------------------------------
@@ -655,6 +884,10 @@ def _errors(outcome: PhaseOutcome) -> None:
                 console.print(f"    {count} × {message}", highlight=False)
 
 
+def _phases(run: DatabaseRun) -> list[PhaseOutcome]:
+    return [run.attest] + ([run.whoami] if run.whoami is not None else [])
+
+
 def report(runs: list[DatabaseRun], verify_per_second: float) -> None:
     cores = os.cpu_count() or 1
     table = Table("database", "hosts / C", "attestations/s", "p50 ms", "p99 ms", "whoami/s",
@@ -663,26 +896,30 @@ def report(runs: list[DatabaseRun], verify_per_second: float) -> None:
     for run in runs:
         attested, whoami_phase = run.attest, run.whoami
         server_cpu = attested.cpu.server
+        whoami_rate = whoami_phase.rate if whoami_phase is not None else float("nan")
         table.add_row(
             run.database, f"{run.hosts} / {run.concurrency}", f"{attested.rate:,.0f}",
             f"{attested.percentile(0.50):.1f}", f"{attested.percentile(0.99):.1f}",
-            f"{whoami_phase.rate:,.0f}", f"{attested.rate / whoami_phase.rate:.0%}",
+            f"{whoami_rate:,.0f}", f"{attested.rate / whoami_rate:.0%}",
             f"{verify_per_second:,.0f}", f"{attested.rate / verify_per_second:.0%}",
             f"{len(attested.result.latencies) / server_cpu:,.0f}" if server_cpu else "—")
     console.print()
     console.print(table)
 
-    cpu = Table("database", "phase", "server", "database", "load generators", "machine busy",
+    cpu = Table("database", "phase", "server", "database", "load generators",
+                "other processes", "machine busy",
                 title=f"CPU over the measured window, in cores (this machine has {cores})")
     for run in runs:
-        for outcome in (run.attest, run.whoami):
+        for outcome in _phases(run):
             sample = outcome.cpu
+            busy = (sample.machine_busy / sample.machine_total * cores
+                    if sample.machine_total else float("nan"))
+            ours = outcome.cores(sample.server + sample.database + sample.clients)
             cpu.add_row(run.database, outcome.kind, f"{outcome.cores(sample.server):.2f}",
                         f"{outcome.cores(sample.database):.2f}" if run.database != "sqlite"
                         else "(in server)",
                         f"{outcome.cores(sample.clients):.2f} in {run.client_processes} proc.",
-                        f"{sample.machine_busy / sample.machine_total * cores:.2f}"
-                        if sample.machine_total else "—")
+                        f"{max(0.0, busy - ours):.2f}", f"{busy:.2f}")
     console.print(cpu)
     console.print("  The load generators run on the same cores as the server: the server is "
                   "one Python process\n  (its request handling holds one GIL), so ~1 core is "
@@ -690,7 +927,7 @@ def report(runs: list[DatabaseRun], verify_per_second: float) -> None:
                   "server's non-GIL work (TLS, crypto, SQLite I/O).", highlight=False)
 
     for run in runs:
-        for outcome in (run.attest, run.whoami):
+        for outcome in _phases(run):
             _errors(outcome)
     if not any(run.attest.result.untrusted or run.attest.result.errors for run in runs):
         console.print("  every measured attestation came back trusted with a token")
@@ -719,7 +956,16 @@ def main() -> None:
     parser.add_argument("--client-processes", type=int, default=2,
                         help="load-generator processes the C threads are spread over")
     parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default="sqlite")
+    parser.add_argument("--profile", type=Path, metavar="FILE",
+                        help="run the server under cProfile (every thread, CPU time), write the "
+                             "pstats to FILE and print where an attestation's CPU goes; the "
+                             "whoami phase is skipped and the rates are the profiled server's")
+    parser.add_argument("--serve-profiled", nargs=2, metavar=("DATA_DIR", "FILE"),
+                        help=argparse.SUPPRESS)  # the server process that --profile starts
     args = parser.parse_args()
+    if args.serve_profiled is not None:
+        profiled_serve(Path(args.serve_profiled[0]), Path(args.serve_profiled[1]))
+        return
     if args.hosts < 1 or args.concurrency < 1 or args.seconds <= 0:
         parser.error("--hosts, --concurrency and --seconds must be positive")
     databases = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
@@ -732,8 +978,14 @@ def main() -> None:
     verify_per_second = verification_rate(min(args.seconds, 3.0))
     console.print(f"pure verification (parse AK + verify_quote + parse_event_log + "
                   f"verify_evidence + verify_certify), one thread: {verify_per_second:,.0f}/s")
+    if args.profile is not None:
+        args.profile = args.profile.resolve()
+        if len(databases) > 1:
+            parser.error("--profile profiles one server: choose --database sqlite or postgresql")
     runs = [run_database(database, args) for database in databases]
     report(runs, verify_per_second)
+    if args.profile is not None:
+        profile_report(args.profile)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from trustauthority.eventlog import parse_event_log
 from trustauthority.policy import Baseline, Difference, baseline_from_event_log, diff_baselines
 from trustauthority.service.audit import AuditLog
 from trustauthority.service.authz import Caller, Permission, authorize
+from trustauthority.service.clusters import find_cluster
 from trustauthority.service.names import check_name
 from trustauthority.store.db import Database
 from trustauthority.store.models import BaselineRecord, Cluster, ClusterBaseline, Host
@@ -64,12 +65,6 @@ class BaselineService:
         if row is None:
             which = f" version {version}" if version is not None else ""
             raise NotFound(f"no baseline {name[:128]!r}{which}")
-        return row
-
-    def _cluster(self, session: Session, name: str) -> Cluster:
-        row = session.scalars(select(Cluster).where(Cluster.name == name)).first()
-        if row is None:
-            raise NotFound(f"no cluster named {name[:128]!r}")
         return row
 
     def import_event_log(self, caller: Caller, request_id: str, *, name: str,
@@ -163,7 +158,7 @@ class BaselineService:
                        version: int | None = None) -> BaselineView:
         role = authorize(caller, Permission.CLUSTER_MANAGE)
         with self._db.session() as session:
-            target = self._cluster(session, cluster)
+            target = find_cluster(session, cluster)
             row = self._find(session, name, version)
             if session.get(ClusterBaseline, (target.id, row.id)) is not None:
                 raise Conflict(f"{name} v{row.version} is already active for {cluster}")
@@ -179,7 +174,7 @@ class BaselineService:
                             version: int) -> BaselineView:
         role = authorize(caller, Permission.CLUSTER_MANAGE)
         with self._db.session() as session:
-            target = self._cluster(session, cluster)
+            target = find_cluster(session, cluster)
             row = self._find(session, name, version)
             link = session.get(ClusterBaseline, (target.id, row.id))
             if link is None:

@@ -54,6 +54,14 @@ def cluster_policy(row: Cluster) -> Policy:
     return _policy(row.policy)
 
 
+def find_cluster(session: Session, name: str) -> Cluster:
+    """The cluster named `name` (for every use case that names one)."""
+    row = session.scalars(select(Cluster).where(Cluster.name == name)).first()
+    if row is None:
+        raise NotFound(f"no cluster named {name[:128]!r}")
+    return row
+
+
 def _view(row: Cluster) -> ClusterView:
     return ClusterView(row.id, row.name, row.description, _policy(row.policy),
                        row.token_lifetime_seconds, row.attestation_interval_seconds,
@@ -65,12 +73,6 @@ class ClusterService:
         self._db = db
         self._audit = audit
         self._clock = clock
-
-    def _find(self, session: Session, name: str) -> Cluster:
-        row = session.scalars(select(Cluster).where(Cluster.name == name)).first()
-        if row is None:
-            raise NotFound(f"no cluster named {name[:128]!r}")
-        return row
 
     def create(self, caller: Caller, request_id: str, *, name: str, description: str = "",
                policy: Policy | None = None, token_lifetime_seconds: int = 600,
@@ -109,12 +111,12 @@ class ClusterService:
     def get(self, caller: Caller, name: str) -> ClusterView:
         authorize(caller, Permission.TRUST_READ)
         with self._db.session(read_only=True) as session:
-            return _view(self._find(session, name))
+            return _view(find_cluster(session, name))
 
     def delete(self, caller: Caller, request_id: str, name: str) -> ClusterView:
         role = authorize(caller, Permission.CLUSTER_MANAGE)
         with self._db.session() as session:
-            row = self._find(session, name)
+            row = find_cluster(session, name)
             if session.scalars(select(Host.id).where(Host.cluster_id == row.id)).first():
                 raise Conflict(f"cluster {name} still has hosts: remove them or approve them "
                                "into another cluster first")

@@ -42,6 +42,7 @@ from trustauthority.errors import (
 )
 from trustauthority.service.audit import AuditLog
 from trustauthority.service.authz import Caller, Permission, Role, authorize
+from trustauthority.service.clusters import find_cluster
 from trustauthority.service.names import check_name
 from trustauthority.service.principals import PrincipalService
 from trustauthority.service.tpmtrust import TpmTrustService, public_key_fingerprint
@@ -208,12 +209,6 @@ class HostService:
             raise NotFound(f"no host named {name[:128]!r}")
         return row
 
-    def _cluster(self, session: Session, name: str) -> Cluster:
-        row = session.scalars(select(Cluster).where(Cluster.name == name)).first()
-        if row is None:
-            raise NotFound(f"no cluster named {name[:128]!r}")
-        return row
-
     # -- join tokens (infra-admin) -----------------------------------------------------------
 
     def create_join_token(self, caller: Caller, request_id: str, *, cluster: str,
@@ -224,7 +219,7 @@ class HostService:
         token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         now = self._clock()
         with self._db.session() as session:
-            target = self._cluster(session, cluster)
+            target = find_cluster(session, cluster)
             row = JoinToken(id=token_id, secret_hash=_hash("join token", token_id, secret),
                             cluster_id=target.id, description=description[:512],
                             created_at=now, created_by=caller.name, expires_at=now + lifetime)
@@ -432,7 +427,7 @@ class HostService:
         role = authorize(caller, Permission.HOST_MANAGE)
         with self._db.session() as session:
             host = self._find(session, name)
-            target = self._cluster(session, cluster)
+            target = find_cluster(session, cluster)
             if host.cluster_id == target.id and host.state != "pending":
                 raise Conflict(f"host {host.name} is already in cluster {cluster}")
             host.cluster_id = target.id

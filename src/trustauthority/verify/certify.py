@@ -34,17 +34,14 @@ from typing import cast
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from trustauthority.errors import (
-    BadMagic,
     KeyAttributesError,
-    NonceMismatch,
-    SignatureInvalid,
     WrongAttestationType,
 )
 from trustauthority.tpm.attest import CertifyInfo, TpmsAttest, parse_attest
-from trustauthority.tpm.constants import TPM_GENERATED_VALUE, Alg, ObjectAttributes, St, alg_name
+from trustauthority.tpm.constants import Alg, ObjectAttributes, St, alg_name
 from trustauthority.tpm.public import RsaParms, TpmPublic, parse_tpm2b_public
 from trustauthority.tpm.signature import parse_signature
-from trustauthority.verify.quote import QuoteOptions, check_signature
+from trustauthority.verify.quote import QuoteOptions, check_attest
 
 #: what makes a TPM key a binding key (Part 2 §8.3): it cannot be duplicated to another TPM or
 #: parent, the TPM generated its private part, and it decrypts
@@ -135,28 +132,13 @@ def verify_certify(
     signature = parse_signature(raw_signature)
     public = parse_tpm2b_public(certified_public)
 
-    # 2. made by a TPM
-    if attest.magic != TPM_GENERATED_VALUE:
-        raise BadMagic(f"magic is 0x{attest.magic:08x}, not TPM_GENERATED_VALUE")
-    # 3. a certify, not a quote or another signed structure
-    if attest.type != _ATTEST_CERTIFY:
-        raise WrongAttestationType(f"attestation type is 0x{attest.type:04x}, not a certify")
+    # 2.-7. made by a TPM, a certify, signed by the AK we expect, over our nonce
+    check_attest(ak, attest, signature, attest_type=_ATTEST_CERTIFY, what="certify",
+                 expected_nonce=expected_nonce,
+                 expected_qualified_signer=expected_qualified_signer, options=options)
     info = attest.attested
     if not isinstance(info, CertifyInfo):  # parse_attest guarantees it for ATTEST_CERTIFY
         raise WrongAttestationType("attested data is not TPMS_CERTIFY_INFO")
-
-    # 4.-5. the AK signed exactly these bytes, with an allowed scheme
-    check_signature(ak, attest.raw, signature, options)
-
-    # 6. signed by the AK we expect inside the TPM we expect
-    if expected_qualified_signer is not None and not hmac.compare_digest(
-        attest.qualified_signer, expected_qualified_signer
-    ):
-        raise SignatureInvalid("qualifiedSigner is not the enrolled AK's qualified name")
-
-    # 7. fresh: the nonce we issued, compared in constant time
-    if not hmac.compare_digest(attest.extra_data, expected_nonce):
-        raise NonceMismatch("extraData does not equal the nonce issued for this certify")
 
     # 8. the TPM vouched for this public area, not for some other key of the host
     if not hmac.compare_digest(info.name, public.name):

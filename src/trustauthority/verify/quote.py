@@ -126,28 +126,13 @@ def verify_quote(
     attest = parse_attest(raw_attest)
     signature = parse_signature(raw_signature)
 
-    # 2. made by a TPM
-    if attest.magic != TPM_GENERATED_VALUE:
-        raise BadMagic(f"magic is 0x{attest.magic:08x}, not TPM_GENERATED_VALUE")
-    # 3. a quote, not some other signed structure
-    if attest.type != _ATTEST_QUOTE:
-        raise WrongAttestationType(f"attestation type is 0x{attest.type:04x}, not a quote")
+    # 2.-7. made by a TPM, a quote, signed by the AK we expect, over our nonce
+    check_attest(ak, attest, signature, attest_type=_ATTEST_QUOTE, what="quote",
+                 expected_nonce=expected_nonce,
+                 expected_qualified_signer=expected_qualified_signer, options=options)
     info = attest.attested
     if not isinstance(info, QuoteInfo):  # parse_attest guarantees it for ATTEST_QUOTE
         raise WrongAttestationType("attested data is not TPMS_QUOTE_INFO")
-
-    # 4.-5. the AK signed exactly these bytes, with an allowed scheme
-    check_signature(ak, attest.raw, signature, options)
-
-    # 6. signed by the AK we expect inside the TPM we expect
-    if expected_qualified_signer is not None and not hmac.compare_digest(
-        attest.qualified_signer, expected_qualified_signer
-    ):
-        raise SignatureInvalid("qualifiedSigner is not the enrolled AK's qualified name")
-
-    # 7. fresh: the nonce we issued, compared in constant time
-    if not hmac.compare_digest(attest.extra_data, expected_nonce):
-        raise NonceMismatch("extraData does not equal the nonce issued for this attestation")
 
     # 8. the selection the TPM signed is the selection of the values given
     values = _check_selection(info.pcr_select, unverified_pcr_values, options)
@@ -165,6 +150,28 @@ def verify_quote(
         {bank: MappingProxyType(pcrs) for bank, pcrs in values.items()})
     return VerifiedQuote(attest, info.pcr_select, frozen_values, attest.clock_info, rebooted,
                          _MINT)
+
+
+def check_attest(ak: TpmPublic, attest: TpmsAttest, signature: Signature, *, attest_type: int,
+                 what: str, expected_nonce: bytes, expected_qualified_signer: bytes | None,
+                 options: QuoteOptions) -> None:
+    """Steps 2-7, the same for every structure an AK signs (quote, certify, …)."""
+    # 2. made by a TPM
+    if attest.magic != TPM_GENERATED_VALUE:
+        raise BadMagic(f"magic is 0x{attest.magic:08x}, not TPM_GENERATED_VALUE")
+    # 3. the structure we asked for, not another one the same AK signed
+    if attest.type != attest_type:
+        raise WrongAttestationType(f"attestation type is 0x{attest.type:04x}, not a {what}")
+    # 4.-5. the AK signed exactly these bytes, with an allowed scheme
+    check_signature(ak, attest.raw, signature, options)
+    # 6. signed by the AK we expect inside the TPM we expect
+    if expected_qualified_signer is not None and not hmac.compare_digest(
+        attest.qualified_signer, expected_qualified_signer
+    ):
+        raise SignatureInvalid("qualifiedSigner is not the enrolled AK's qualified name")
+    # 7. fresh: the nonce we issued, compared in constant time
+    if not hmac.compare_digest(attest.extra_data, expected_nonce):
+        raise NonceMismatch(f"extraData does not equal the nonce issued for this {what}")
 
 
 def check_signature(ak: TpmPublic, message: bytes, signature: Signature,
