@@ -174,6 +174,7 @@ def test_a_good_host_enrolls_attests_and_holds_a_token_bound_to_its_tpm(fleet: F
     assert claims.exp - claims.iat == timedelta(seconds=120)  # the cluster's token lifetime
     assert host.state == "trusted"
     assert host.binding_key_thumbprint == claims.cnf_jkt
+    assert host.facts["kernel"]  # the agent reports what an operator looks for
     assert [row.status for row in history] == ["trusted"]
 
     # the token is worthless after exp

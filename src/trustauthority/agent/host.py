@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import random
 import socket
 import threading
@@ -185,6 +186,20 @@ def read_event_log(path: str) -> bytes:
     return data
 
 
+def host_facts() -> dict[str, str]:
+    """What an operator wants to see next to a host's name in `host show`."""
+    uname = os.uname()
+    facts = {"kernel": uname.release[:256], "machine": uname.machine[:256]}
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key == "PRETTY_NAME":
+                facts["os"] = value.strip().strip('"')[:256]
+    except OSError:
+        pass  # a fact, not a requirement
+    return facts
+
+
 def enroll(state_dir: StateDir, *, server: str, join_token: str | None, tcti: str,
            event_log: str, ca_file: str | None = None, hostname: str | None = None,
            ek_kind: EkKind = "rsa", ak_kind: AkKind = "ecc",
@@ -207,7 +222,8 @@ def enroll(state_dir: StateDir, *, server: str, join_token: str | None, tcti: st
                 ek_certificate=_b64(ek_certificate) if ek_certificate else None,
                 ek_intermediates=[_b64(der) for der in ek_intermediates],
                 ak_public=_b64(ak.public), hostname=name,
-                facts=facts or {}, join_token=join_token))
+                facts=facts if facts is not None else host_facts(),
+                join_token=join_token))
             secret = tpm.activate_credential(ak, _unb64(challenge.credential_blob, "blob"),
                                              _unb64(challenge.encrypted_secret, "secret"))
             done = client.activate_enrollment(challenge.enrollment_id,
