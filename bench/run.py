@@ -95,6 +95,9 @@ def raw_verifier(ak_public: object, attest: bytes, signature_bytes: bytes) -> Ca
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
+    parser.add_argument("--attestation", action="store_true",
+                        help="then run bench/attestation.py (end-to-end attestations/s against "
+                             "a real server, SQLite; about a minute)")
     args = parser.parse_args()
     if not swtpm_available():
         raise SystemExit("swtpm is needed for real quotes: run scripts/bootstrap")
@@ -170,6 +173,12 @@ def main() -> None:
     full_rate = rate(full, seconds)
     console.print(f"\n[bold]Full check[/] (ECC quote + 100-event log parse, replay and binding): "
                   f"{full_rate:,.0f}/s")
+
+    # 4. end to end, against a real server (its own process, with its own defaults)
+    if args.attestation:
+        console.print()
+        subprocess.run([sys.executable, str(Path(__file__).with_name("attestation.py"))],
+                       check=True)
 
 
 if __name__ == "__main__":
