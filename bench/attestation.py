@@ -383,6 +383,15 @@ def process_cpu(pids: list[int], *, reaped_children: bool = False) -> dict[int, 
     return result
 
 
+def child_pids(parent: int) -> list[int]:
+    """The processes `parent` forked (`ta serve --workers N`: the workers)."""
+    try:
+        text = Path(f"/proc/{parent}/task/{parent}/children").read_text()
+    except OSError:
+        return []
+    return [int(pid) for pid in text.split()]
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -450,7 +459,7 @@ class Server:
     """`ta init` then `ta serve` in a process of its own; stopped with SIGTERM."""
 
     def __init__(self, work: Path, database_url: str | None,
-                 profile: Path | None = None) -> None:
+                 profile: Path | None = None, workers: int = 1) -> None:
         self.env = _environment(work)
         self.data_dir = work / "data"
         self.port = free_port()
@@ -467,7 +476,7 @@ class Server:
         self.ca_file = Path(info["ca"])
         self.url = f"https://127.0.0.1:{self.port}"
         self.log_file = work / "serve.log"
-        command = [str(TA), "serve", "--data-dir", str(self.data_dir)]
+        command = [str(TA), "serve", "--data-dir", str(self.data_dir), "--workers", str(workers)]
         if profile is not None:  # the same server, under cProfile (see `profiled_serve`)
             command = [sys.executable, __file__, "--serve-profiled", str(self.data_dir),
                        str(profile)]
@@ -578,7 +587,7 @@ def measure(kind: Kind, workers: list[Worker], args: argparse.Namespace,
 
     def sample() -> CpuSample:
         busy, total = machine_cpu()
-        return CpuSample(process_cpu([server.process.pid]),
+        return CpuSample(process_cpu([server.process.pid, *child_pids(server.process.pid)]),
                          postgres_cpu(database) if database is not None else {},
                          process_cpu(client_pids), busy, total)
 
@@ -612,7 +621,7 @@ def run_database(database: str, args: argparse.Namespace) -> DatabaseRun:
                 cluster_dir = Path(tempfile.mkdtemp(prefix="ta-bench-pg-"))
                 cluster = PostgresCluster(cluster_dir).start()
                 database_url = cluster.new_database()
-            server = Server(work, database_url, args.profile)
+            server = Server(work, database_url, args.profile, args.workers)
             workers: list[Worker] = []
             try:
                 infra_token = set_up_fleet(server)
@@ -961,6 +970,8 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=50, help="simulated hosts (N)")
     parser.add_argument("--concurrency", type=int, default=4,
                         help="attestations in flight at once (C, capped at N)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="server processes (`ta serve --workers`)")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured time per phase")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up before each phase")
     parser.add_argument("--client-processes", type=int, default=2,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -122,3 +123,43 @@ def test_init_refuses_an_initialised_directory(tmp_path: Path) -> None:
     assert again.returncode == 2
     assert "already initialised" in again.stderr
     assert oct((tmp_path / "data" / "master.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_serve_with_several_workers_spreads_requests_and_stops_them_all(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "config")
+    port = free_port()
+    data_dir = tmp_path / "data"
+    created = cli("init", "--data-dir", str(data_dir), "--port", str(port), "--json")
+    assert created.returncode == 0, created.stderr
+    info = json.loads(created.stdout)
+    server = subprocess.Popen([TA, "serve", "--data-dir", str(data_dir), "--workers", "2"],
+                              env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    try:
+        deadline = time.monotonic() + 30
+        headers = {"Authorization": f"Bearer {info['admin_token']}"}
+        context = ssl.create_default_context(cafile=info["ca"])
+        with httpx.Client(verify=context, timeout=5) as http:
+            while True:
+                try:
+                    http.get(f"https://127.0.0.1:{port}/healthz")
+                    break
+                except httpx.TransportError:
+                    assert server.poll() is None, server.stdout.read() if server.stdout else ""
+                    assert time.monotonic() < deadline, "ta serve --workers 2 did not start"
+                    time.sleep(0.1)
+        for _ in range(12):  # new connections: the kernel hands them to either worker
+            with httpx.Client(verify=context, timeout=5) as http:
+                answer = http.get(f"https://127.0.0.1:{port}/v1/whoami", headers=headers)
+                assert answer.status_code == 200, answer.text
+        workers = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        assert len(workers) == 2
+    finally:
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(timeout=30)
+    output = server.stdout.read() if server.stdout else ""
+    if server.stdout:
+        server.stdout.close()
+    assert code == 0, output
+    assert output.count("Finished server process") == 2
+    assert "Traceback" not in output

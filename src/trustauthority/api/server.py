@@ -3,11 +3,21 @@
 A client may present a certificate issued by the service's CA (verified in the handshake) or a
 bearer token. `--insecure-http` exists for local development only and says so loudly. SIGTERM
 and SIGINT shut down gracefully: new connections stop, requests in flight finish.
+
+One process serves on one core (Python's interpreter lock). `--workers N` binds the listening
+socket once, applies migrations once, then forks N processes that each open their own platform
+(database pool, keys) and accept on the shared socket; the kernel spreads the connections. The
+parent forwards SIGTERM/SIGINT to every worker and waits for them. Nothing is shared between
+workers but the database, exactly as between replicas.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
+import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +41,7 @@ class ServeOptions:
     host: str | None = None
     port: int | None = None
     insecure_http: bool = False
+    workers: int = 1
 
 
 def open_platform(data_dir: Path, config: ServiceConfig, issuer: str | None = None) -> Platform:
@@ -76,11 +87,69 @@ def build_server(options: ServeOptions) -> tuple[uvicorn.Server, Platform]:
 
 
 def serve(options: ServeOptions) -> None:
-    server, platform = build_server(options)
     if options.insecure_http:
         log.warning("INSECURE: serving plain HTTP; tokens cross the network in the clear. "
                     "For local development only.")
+    if options.workers > 1:
+        _serve_workers(options)
+        return
+    server, platform = build_server(options)
     try:
         server.run()
     finally:
         platform.db.dispose()
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as error:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _serve_workers(options: ServeOptions) -> None:
+    config = load_config(options.data_dir)
+    host = options.host or config.listen_host
+    port = options.port if options.port is not None else config.listen_port
+    # migrate and create missing keys once, before any worker opens the store
+    open_platform(options.data_dir, config).db.dispose()
+    sock = _listening_socket(host, port)
+    children: list[int] = []
+    for _ in range(options.workers):
+        pid = os.fork()
+        if pid == 0:  # a worker: its own platform and pool, accepting on the shared socket
+            code = 0
+            try:
+                server, platform = build_server(options)
+                try:
+                    server.run(sockets=[sock])
+                finally:
+                    platform.db.dispose()
+            except BaseException:
+                log.exception("worker %d failed", os.getpid())
+                code = 1
+            os._exit(code)
+        children.append(pid)
+    sock.close()
+    log.info("serving on %s:%d with %d workers", host, port, len(children))
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    failed = False
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        failed = failed or os.waitstatus_to_exitcode(status) not in (0, -signal.SIGTERM)
+    if failed:
+        raise ConfigError("a worker stopped with an error; the service log says why")

@@ -76,6 +76,8 @@ def serve(
     = None,
     insecure_http: Annotated[bool, typer.Option(
         "--insecure-http", help="Plain HTTP, for local development only.")] = False,
+    workers: Annotated[int, typer.Option(
+        min=1, max=64, help="Processes serving the API (one per core).")] = 1,
 ) -> None:
     """Run the service over HTTPS until stopped (SIGTERM/Ctrl-C shut down gracefully).
 
@@ -92,7 +94,8 @@ def serve(
                           "cross the network in the clear. Never use it beyond localhost "
                           "development.[/]")
     with handled(False):
-        run(ServeOptions(data_dir=data_dir, host=host, port=port, insecure_http=insecure_http))
+        run(ServeOptions(data_dir=data_dir, host=host, port=port, insecure_http=insecure_http,
+                         workers=workers))
 
 
 def login(
