@@ -78,7 +78,6 @@ import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
@@ -89,17 +88,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from rich.console import Console
 from rich.table import Table
-from tests.support.fake_tpm import FakeAk, binding_public_bytes
 from tests.support.postgres import PostgresCluster, postgres_available
 from tests.support.service import free_port
-from tests.support.soft_activate import soft_activate
+from tests.support.sim_host import BANK, ZERO, SimHost, golden
+from tests.support.sim_host import b64 as _b64
 
-from trustauthority.agent import simboot
 from trustauthority.client import Credentials, TrustAuthorityClient
-from trustauthority.eventlog import parse_event_log, replay_bank
+from trustauthority.eventlog import parse_event_log
 from trustauthority.policy import DEFAULT_PCRS
 from trustauthority.schemas import (
     BaselineImport,
@@ -115,92 +112,18 @@ from trustauthority.schemas import (
 )
 from trustauthority.service.attestation import QUOTED_PCRS
 from trustauthority.service.hosts import ak_qualified_name
-from trustauthority.tpm import Alg, Credential, TpmPublic, parse_tpm2b_public, parse_tpmt_public
-from trustauthority.tpm.constants import ObjectAttributes
-from trustauthority.tpm.reader import tpm2b, u16, u32
+from trustauthority.tpm import parse_tpm2b_public
 from trustauthority.verify import verify_certify, verify_evidence, verify_quote
 
 TA = Path(sys.executable).parent / "ta"
 #: the product's target, with the server on SQLite on this machine
 TARGET = 500.0
 CLUSTER = "bench"
-BANK = "sha256"
-ZERO = bytes(32)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-#: TCG EK Credential Profile 2.5 §B.3.3 (template L-1): PolicySecret(TPM_RH_ENDORSEMENT)
-EK_POLICY = bytes.fromhex("837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa")
-EK_ATTRIBUTES = (ObjectAttributes.FIXED_TPM | ObjectAttributes.FIXED_PARENT
-                 | ObjectAttributes.SENSITIVE_DATA_ORIGIN | ObjectAttributes.ADMIN_WITH_POLICY
-                 | ObjectAttributes.RESTRICTED | ObjectAttributes.DECRYPT)
 
 Kind = Literal["whoami", "attest"]
 #: wide enough for the tables when the output is a file or a pipe
 console = Console(width=None if sys.stdout.isatty() else 150)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def ek_public_bytes(key: rsa.RSAPublicKey) -> bytes:
-    """The TPMT_PUBLIC of an RSA-2048 EK made from the TCG default template: a restricted
-    decryption (storage) key, AES-128-CFB, nameAlg SHA-256, the EK policy, exponent default."""
-    modulus = key.public_numbers().n.to_bytes(256, "big")
-    return (u16(Alg.RSA) + u16(Alg.SHA256) + u32(EK_ATTRIBUTES) + tpm2b(EK_POLICY)
-            + u16(Alg.AES) + u16(128) + u16(Alg.CFB) + u16(Alg.NULL) + u16(2048) + u32(0)
-            + tpm2b(modulus))
-
-
-@cache
-def golden() -> tuple[bytes, str, dict[int, bytes]]:
-    """The golden simulated boot: its event log, the log in base64, and its SHA-256 PCRs."""
-    _events, raw_log = simboot.boot_log(simboot.GOLDEN_IMAGE)
-    return raw_log, _b64(raw_log), replay_bank(parse_event_log(raw_log), BANK)
-
-
-# -- a simulated host ---------------------------------------------------------------------------
-
-@dataclass
-class SimHost:
-    """A machine whose TPM is software keys: EK (RSA-2048), AK (ECC P-256), binding key."""
-
-    name: str
-    ek_private: rsa.RSAPrivateKey
-    ek: TpmPublic
-    ak: FakeAk
-    binding: TpmPublic
-    credential: str = ""  # the host's API token, once enrolled
-
-    @classmethod
-    def create(cls, name: str) -> SimHost:
-        ek_private = rsa.generate_private_key(65537, 2048)
-        ek = parse_tpmt_public(ek_public_bytes(ek_private.public_key()))
-        ak = FakeAk.ecc()
-        ak.ek_name = ek.name  # qualifiedSigner = QN(AK) under this EK, as the service computes
-        binding_key = rsa.generate_private_key(65537, 2048)
-        binding = parse_tpmt_public(binding_public_bytes(binding_key.public_key()))
-        return cls(name, ek_private, ek, ak, binding)
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.credential}"}
-
-    def evidence(self, nonce: bytes, pcrs: list[int]) -> bytes:
-        """The body of `POST /v1/attestation/evidence` answering a challenge (as JSON)."""
-        _raw, raw_b64, values = golden()
-        quoted = {BANK: {pcr: values.get(pcr, ZERO) for pcr in pcrs}}
-        self.ak.clock += 1  # a TPM's clock moves on between quotes
-        attest, signature = self.ak.quote(nonce, quoted)
-        certify_attest, certify_signature = self.ak.certify(nonce, self.binding)
-        return json.dumps({
-            "nonce": _b64(nonce),
-            "quote": {"attest": _b64(attest), "signature": _b64(signature)},
-            "pcrs": {BANK: {str(pcr): value.hex() for pcr, value in quoted[BANK].items()}},
-            "event_log": raw_b64,
-            "binding_key": {"public": _b64(self.binding.tpm2b),
-                            "certify_attest": _b64(certify_attest),
-                            "certify_signature": _b64(certify_signature)},
-        }).encode()
 
 
 def enroll(host: SimHost, url: str, ca_file: Path, admin_token: str, infra_token: str) -> None:
@@ -216,9 +139,8 @@ def enroll(host: SimHost, url: str, ca_file: Path, admin_token: str, infra_token
         challenge = anonymous.start_enrollment(EnrollmentStart(
             ek_public=_b64(host.ek.tpm2b), ak_public=_b64(host.ak.public.tpm2b),
             hostname=host.name, join_token=join_token))
-        secret = soft_activate(host.ek_private, host.ek, host.ak.public.name, Credential(
-            base64.b64decode(challenge.credential_blob),
-            base64.b64decode(challenge.encrypted_secret)))
+        secret = host.activate(base64.b64decode(challenge.credential_blob),
+                               base64.b64decode(challenge.encrypted_secret))
         done = anonymous.activate_enrollment(challenge.enrollment_id,
                                              EnrollmentActivate(secret=_b64(secret)))
     if done.host.cluster != CLUSTER:
@@ -283,7 +205,8 @@ def attest(client: httpx.Client, host: SimHost) -> str | None:
     answer = client.post("/v1/attestation/challenge", headers=host.headers)
     _check(answer, "challenge")
     challenge = answer.json()
-    body = host.evidence(base64.b64decode(challenge["nonce"]), challenge["pcrs"])
+    body = json.dumps(host.evidence_document(base64.b64decode(challenge["nonce"]),
+                                             challenge["pcrs"])).encode()
     answer = client.post("/v1/attestation/evidence", content=body,
                          headers={**host.headers, "Content-Type": "application/json"})
     _check(answer, "evidence")

@@ -7,11 +7,13 @@ import hashlib
 import os
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.support.fake_tpm import AK_ATTRIBUTES, FakeAk
+from tests.support.sim_host import ek_public_bytes
 from trustauthority.errors import TpmFormatError
 from trustauthority.tpm import (
     Alg,
@@ -25,6 +27,7 @@ from trustauthority.tpm import (
     parse_public,
     parse_signature,
     parse_tpm2b_public,
+    parse_tpmt_public,
     public_from_key,
 )
 from trustauthority.tpm.constants import ObjectAttributes
@@ -190,3 +193,13 @@ def test_mutated_real_structures_raise_only_typed_errors(data: st.DataObject) ->
 
 
 _AK = FakeAk.ecc()
+
+
+def test_an_aes_key_size_no_tpm_has_is_a_format_error() -> None:
+    """An EK claiming AES-384 would otherwise reach MakeCredential's cipher (found by fuzzing
+    enrollment): TPMI_AES_KEY_BITS allows 128, 192 and 256 only."""
+    good = ek_public_bytes(rsa.generate_private_key(65537, 2048).public_key())
+    key_bits = 2 + 2 + 4 + 2 + 32 + 2  # type, nameAlg, attributes, authPolicy, symmetric alg
+    bad = good[:key_bits] + (384).to_bytes(2, "big") + good[key_bits + 2:]
+    with pytest.raises(TpmFormatError, match="AES keyBits 384"):
+        parse_tpmt_public(bad)

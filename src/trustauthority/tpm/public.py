@@ -170,7 +170,11 @@ def _sym_def(reader: Reader) -> SymDef:
         return SymDef(Alg.NULL)
     if algorithm == Alg.XOR:
         return SymDef(algorithm, reader.u16("symmetric.hashAlg"))
-    return SymDef(algorithm, reader.u16("symmetric.keyBits"), reader.u16("symmetric.mode"))
+    key_bits = reader.u16("symmetric.keyBits")
+    # TPMI_AES_KEY_BITS (Part 2 §11.1.2): a TPM refuses other sizes, so do we
+    if algorithm == Alg.AES and key_bits not in (128, 192, 256):
+        raise reader.error(f"AES keyBits {key_bits} is not 128, 192 or 256", reader.pos - 2)
+    return SymDef(algorithm, key_bits, reader.u16("symmetric.mode"))
 
 
 def _scheme(reader: Reader, field: str) -> Scheme:
