@@ -39,7 +39,7 @@ from sqlalchemy import Engine, MetaData, select
 
 from tests.support.service import RunningService
 from trustauthority.schemas import CertificateCreate, PrincipalCreate, TokenCreate
-from trustauthority.service.credentials import hash_secret
+from trustauthority.service.credentials import API_TOKEN
 from trustauthority.service.keys import KeyPurpose
 
 #: the server side's loggers, captured from `init` on
@@ -281,7 +281,7 @@ def test_no_secret_is_written_anywhere(debug_logs: pytest.LogCaptureFixture,
     dump = _table_dump(service.platform.db.engine)
     for token_id, secret in found.issued.items():
         assert token_id.encode() in dump  # the ids and the hashes are stored ...
-        assert hash_secret(token_id, secret).encode() in dump
+        assert API_TOKEN.hash(token_id, secret).encode() in dump
     leaked = found.found_in(dump)
     assert not leaked, f"the tables hold {leaked}"  # ... the secrets are not
     if service.platform.db.dialect == "sqlite":

@@ -147,7 +147,6 @@ class _Outcome:
     event_log: bytes | None = None
     binding_key_public: bytes | None = None
     binding_key_thumbprint: str | None = None
-    secure_boot: bool | None = None
 
 
 class AttestationService:
@@ -198,30 +197,29 @@ class AttestationService:
         return self._record(context, outcome, request_id)
 
     def _consume_nonce(self, caller: Caller, request_id: str, nonce: bytes) -> _Context:
+        """Spend the nonce (one DELETE: single use on every replica); a refusal is audited in
+        the same transaction, so an expired nonce is spent too."""
         now = self._clock()
-        try:
-            with self._db.session() as session:
-                host = self._host_of(session, caller)
-                row = session.get(AttestationNonce, nonce.hex())
-                if row is None or row.host_id != host.id:
-                    raise ChallengeInvalid("the nonce was not issued to this host, or was "
+        with self._db.session() as session:
+            host = self._host_of(session, caller)
+            expires_at = session.scalar(
+                delete(AttestationNonce)
+                .where(AttestationNonce.nonce == nonce.hex(), AttestationNonce.host_id == host.id)
+                .returning(AttestationNonce.expires_at))
+            refused = None
+            if expires_at is None:
+                refused = ChallengeInvalid("the nonce was not issued to this host, or was "
                                            "already used: ask for a new challenge")
-                session.delete(row)
-                if row.expires_at <= now:
-                    raise ChallengeInvalid(f"the nonce expired at {row.expires_at.isoformat()}: "
-                                           "ask for a new challenge")
-                context = self._context(session, host)
-        except ChallengeInvalid as error:
-            with self._db.session() as session:
-                if "expired" in str(error):  # spent either way; the first transaction rolled back
-                    session.execute(delete(AttestationNonce)
-                                    .where(AttestationNonce.nonce == nonce.hex()))
-                self._audit.record(session, principal=caller.name, role="host",
-                                   action="attestation.refused", target=caller.name,
-                                   outcome="denied", request_id=request_id,
-                                   details={"reason": str(error), "type": error.error_type})
-            raise
-        return context
+            elif expires_at <= now:
+                refused = ChallengeInvalid(f"the nonce expired at {expires_at.isoformat()}: ask "
+                                           "for a new challenge")
+            if refused is None:
+                return self._context(session, host)
+            self._audit.record(session, principal=caller.name, role="host",
+                               action="attestation.refused", target=caller.name,
+                               outcome="denied", request_id=request_id,
+                               details={"reason": str(refused), "type": refused.error_type})
+        raise refused
 
     def _context(self, session: Session, host: Host) -> _Context:
         cluster = session.get_one(Cluster, host.cluster_id)
@@ -241,20 +239,22 @@ class AttestationService:
                 request_id: str) -> AttestationResult:
         now = self._clock()
         appraisal = outcome.appraisal
-        trusted = outcome.failure is None and appraisal is not None and appraisal.trusted
+        matched = (appraisal.matched if outcome.failure is None and appraisal is not None
+                   and appraisal.trusted else None)
+        trusted = matched is not None
+        secure_boot = appraisal.secure_boot if appraisal is not None else None
         status = TrustStatus.TRUSTED if trusted else TrustStatus.UNTRUSTED
-        matched = appraisal.matched if appraisal is not None and trusted else None
         token = expires_at = token_id = None
         with self._db.session() as session:
             host = session.get(Host, context.host_id)
             if host is None:  # removed while it was attesting
                 raise NotFound("this host was removed")
-            if trusted and matched is not None and outcome.binding_key_thumbprint is not None:
+            if matched is not None and outcome.binding_key_thumbprint is not None:
                 kid, private_key = self._keys.signer(session, KeyPurpose.ATTESTATION)
                 claims = AttestationClaims.create(
                     issuer=self.issuer, host_id=host.id, cluster=context.cluster,
                     status=status, baseline=BaselineRef(matched.name, matched.version),
-                    pcr_digest=outcome.pcr_digest or "", secure_boot=outcome.secure_boot,
+                    pcr_digest=outcome.pcr_digest or "", secure_boot=secure_boot,
                     binding_key_thumbprint=outcome.binding_key_thumbprint, now=now,
                     lifetime=context.token_lifetime)
                 token = issue(claims, SigningKey(kid, private_key))
@@ -338,7 +338,6 @@ def _verify(context: _Context, evidence: Evidence) -> _Outcome:
         return outcome
     appraisal = appraise_evidence(verified, context.baselines, context.policy)
     outcome.appraisal = appraisal
-    outcome.secure_boot = appraisal.secure_boot
     if not appraisal.trusted:
         closest = appraisal.closest
         outcome.failure = Failure("policy_violation", appraisal.summary,

@@ -46,6 +46,8 @@ class BaselineService:
         self._db = db
         self._audit = audit
         self._clock = clock
+        #: parsed baselines by row id (immutable rows; a dict is safe across request threads)
+        self._parsed: dict[str, Baseline] = {}
 
     def _clusters_of(self, session: Session, baseline_id: str) -> tuple[str, ...]:
         return tuple(session.scalars(
@@ -188,9 +190,14 @@ class BaselineService:
             return self._view(session, row)
 
     def active_for(self, session: Session, cluster_id: str) -> list[Baseline]:
-        """The baselines a cluster's hosts are appraised against (the service's own read)."""
-        rows = session.scalars(
-            select(BaselineRecord).join(ClusterBaseline,
-                                        ClusterBaseline.baseline_id == BaselineRecord.id)
-            .where(ClusterBaseline.cluster_id == cluster_id))
-        return [Baseline.from_json(json.loads(row.document)) for row in rows]
+        """The baselines a cluster's hosts are appraised against (the service's own read, on
+        every attestation). A stored version never changes, so each is parsed once per
+        process and kept by its row id; only the ids are read each time."""
+        ids = session.scalars(select(ClusterBaseline.baseline_id)
+                              .where(ClusterBaseline.cluster_id == cluster_id)).all()
+        missing = [baseline_id for baseline_id in ids if baseline_id not in self._parsed]
+        if missing:
+            for row in session.scalars(select(BaselineRecord)
+                                       .where(BaselineRecord.id.in_(missing))):
+                self._parsed[row.id] = Baseline.from_json(json.loads(row.document))
+        return [self._parsed[baseline_id] for baseline_id in ids]

@@ -22,8 +22,34 @@ from trustauthority.errors import AuthenticationFailed
 from trustauthority.service.authz import Caller, parse_roles
 from trustauthority.store.models import ApiToken, ClientCertificate, Principal
 
-TOKEN_PREFIX = "tat"  # noqa: S105 - a public prefix that secret scanners can match, not a secret
-_TOKEN = re.compile(r"^tat_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+
+@dataclass(frozen=True)
+class TokenKind:
+    """`<prefix>_<16 hex id>_<43 base64url secret>`; the kind's purpose is hashed with the
+    secret, so a secret of one kind never verifies as another."""
+
+    prefix: str
+    purpose: str
+
+    def split(self, unverified: str) -> tuple[str, str] | None:
+        """(id, secret) of something that looks like a token of this kind, else None."""
+        match = re.fullmatch(rf"{self.prefix}_([0-9a-f]{{16}})_([A-Za-z0-9_-]{{43}})", unverified)
+        return (match.group(1), match.group(2)) if match else None
+
+    def hash(self, token_id: str, secret: str) -> str:
+        return hashlib.sha256(f"trustauthority {self.purpose} v1\0{token_id}\0{secret}"
+                              .encode()).hexdigest()
+
+    def matches(self, stored_hash: str | None, token_id: str, secret: str) -> bool:
+        """Compared even for unknown ids, so timing does not tell which ids exist."""
+        expected = stored_hash if stored_hash is not None else "0" * 64
+        return hmac.compare_digest(expected, self.hash(token_id, secret)) and (
+            stored_hash is not None)
+
+
+#: the prefixes are public, so that secret scanners can match them
+API_TOKEN = TokenKind("tat", "api token")
+JOIN_TOKEN = TokenKind("taj", "join token")
 
 
 @dataclass(frozen=True)
@@ -33,16 +59,10 @@ class NewToken:
     token: str  # shown once, never stored
 
 
-def new_token() -> NewToken:
+def new_token(kind: TokenKind = API_TOKEN) -> NewToken:
     token_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
-    return NewToken(token_id, hash_secret(token_id, secret),
-                    f"{TOKEN_PREFIX}_{token_id}_{secret}")
-
-
-def hash_secret(token_id: str, secret: str) -> str:
-    return hashlib.sha256(f"trustauthority api token v1\0{token_id}\0{secret}".encode()
-                          ).hexdigest()
+    return NewToken(token_id, kind.hash(token_id, secret), f"{kind.prefix}_{token_id}_{secret}")
 
 
 class CredentialRefused(AuthenticationFailed):
@@ -69,20 +89,18 @@ def _caller(principal: Principal, credential: str) -> Caller:
 
 def token_id_of(unverified_token: str) -> str | None:
     """The id part of something that looks like a token (for the audit log), else None."""
-    match = _TOKEN.match(unverified_token)
-    return match.group(1) if match else None
+    parts = API_TOKEN.split(unverified_token)
+    return parts[0] if parts else None
 
 
 def authenticate_token(session: Session, unverified_token: str, now: datetime) -> Caller:
-    match = _TOKEN.match(unverified_token)
-    if match is None:
+    parts = API_TOKEN.split(unverified_token)
+    if parts is None:
         raise CredentialRefused("not a Trust Authority API token", "token:malformed")
-    token_id, secret = match.groups()
+    token_id, secret = parts
     credential = f"token:{token_id}"
     row = session.get(ApiToken, token_id)
-    # the hash is compared even for unknown ids, so timing does not tell which ids exist
-    expected = row.secret_hash if row is not None else "0" * 64
-    if not hmac.compare_digest(expected, hash_secret(token_id, secret)) or row is None:
+    if not API_TOKEN.matches(row.secret_hash if row else None, token_id, secret) or row is None:
         raise CredentialRefused("unknown token or wrong secret", credential)
     if row.revoked_at is not None:
         raise CredentialRefused("token revoked", credential)

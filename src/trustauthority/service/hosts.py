@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 import secrets
 import uuid
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from trustauthority.errors import (
 from trustauthority.service.audit import AuditLog
 from trustauthority.service.authz import Caller, Permission, Role, authorize
 from trustauthority.service.clusters import find_cluster
+from trustauthority.service.credentials import JOIN_TOKEN, new_token
 from trustauthority.service.names import check_name
 from trustauthority.service.principals import PrincipalService
 from trustauthority.service.tpmtrust import TpmTrustService, public_key_fingerprint
@@ -67,8 +67,6 @@ from trustauthority.verify.ekcert import (
     verify_ek_certificate,
 )
 
-JOIN_TOKEN_PREFIX = "taj"  # noqa: S105 - a public prefix that secret scanners can match
-_JOIN_TOKEN = re.compile(r"^taj_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 #: how long a host has to answer MakeCredential
 ENROLLMENT_LIFETIME = timedelta(minutes=5)
 #: a trusted host whose last attestation is older than its cluster's interval times this is stale
@@ -150,10 +148,6 @@ class EnrollmentRequest:
     join_token: str | None
 
 
-def _hash(kind: str, token_id: str, secret: str) -> str:
-    return hashlib.sha256(f"trustauthority {kind} v1\0{token_id}\0{secret}".encode()).hexdigest()
-
-
 def host_id_for(ek_fingerprint: str) -> str:
     """A host's id follows from its EK: the same TPM is always the same host."""
     return f"h-{ek_fingerprint[:32]}"
@@ -162,13 +156,6 @@ def host_id_for(ek_fingerprint: str) -> str:
 def ak_qualified_name(ek: TpmPublic, ak: TpmPublic) -> bytes:
     """What a quote's qualifiedSigner is for an AK created under the EK (Part 1 §16.6)."""
     return ak.qualified_name(ek.qualified_name(hierarchy_qualified_name(TPM_RH_ENDORSEMENT)))
-
-
-def ek_fingerprint(ek: TpmPublic) -> str:
-    key = ek.public_key
-    der = key.public_bytes(serialization.Encoding.DER,
-                           serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
 
 
 def _join_view(row: JoinToken, cluster: str) -> JoinTokenView:
@@ -216,21 +203,20 @@ class HostService:
         role = authorize(caller, Permission.HOST_MANAGE)
         if not timedelta(minutes=1) <= lifetime <= timedelta(days=30):
             raise UsageError("a join token lives between one minute and 30 days")
-        token_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+        made = new_token(JOIN_TOKEN)
         now = self._clock()
         with self._db.session() as session:
             target = find_cluster(session, cluster)
-            row = JoinToken(id=token_id, secret_hash=_hash("join token", token_id, secret),
+            row = JoinToken(id=made.token_id, secret_hash=made.secret_hash,
                             cluster_id=target.id, description=description[:512],
                             created_at=now, created_by=caller.name, expires_at=now + lifetime)
             session.add(row)
             self._audit.record(session, principal=caller.name, role=role,
                                action="host.join-token.create", target=cluster,
                                outcome="success", request_id=request_id,
-                               details={"token_id": token_id,
+                               details={"token_id": made.token_id,
                                         "expires_at": row.expires_at.isoformat()})
-            return IssuedJoinToken(_join_view(row, target.name),
-                                   f"{JOIN_TOKEN_PREFIX}_{token_id}_{secret}")
+            return IssuedJoinToken(_join_view(row, target.name), made.token)
 
     def list_join_tokens(self, caller: Caller) -> list[JoinTokenView]:
         authorize(caller, Permission.HOST_READ)
@@ -256,10 +242,11 @@ class HostService:
 
     def _check_join_token(self, session: Session, token: str, now: datetime) -> JoinToken:
         """The join token's row if it may be used now; JoinTokenRefused with why otherwise."""
-        match = _JOIN_TOKEN.match(token)
-        row = session.get(JoinToken, match.group(1)) if match else None
-        if (match is None or row is None or not hmac.compare_digest(
-                row.secret_hash, _hash("join token", match.group(1), match.group(2)))):
+        parts = JOIN_TOKEN.split(token)
+        if parts is None:
+            raise JoinTokenRefused("the join token is not valid")
+        row = session.get(JoinToken, parts[0])
+        if not JOIN_TOKEN.matches(row.secret_hash if row else None, *parts) or row is None:
             raise JoinTokenRefused("the join token is not valid")
         if row.revoked_at is not None:
             raise JoinTokenRefused(f"join token {row.id} was revoked")
@@ -315,7 +302,8 @@ class HostService:
                     join_token_id = self._check_join_token(session, request.join_token, now).id
                 secret = secrets.token_bytes(_SECRET_BYTES)
                 credential = make_credential(ek, ak.name, secret)
-                fingerprint = ek_fingerprint(ek)
+                # the allow-list's fingerprint, so one EK has one name everywhere
+                fingerprint = public_key_fingerprint(ek.public_key)
                 # expired enrollments are dropped here, so the table stays small
                 session.execute(delete(Enrollment).where(Enrollment.expires_at < now))
                 row = Enrollment(

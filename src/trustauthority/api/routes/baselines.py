@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
+from trustauthority.api.routes.convert import b64decode
 from trustauthority.api.security import Requires, platform_of
 from trustauthority.errors import UsageError
 from trustauthority.schemas import (
@@ -54,10 +53,7 @@ def list_baselines(request: Request, caller: Reader) -> list[BaselineOut]:
 @router.post("/baselines", response_model=BaselineOut, status_code=201)
 def import_baseline(request: Request, caller: Manager, body: BaselineImport) -> BaselineOut:
     """A new version of a baseline from a known-good host's firmware event log."""
-    try:
-        raw = base64.b64decode(body.event_log_base64, validate=True)
-    except (binascii.Error, ValueError):
-        raise UsageError("event_log_base64 is not base64") from None
+    raw = b64decode(body.event_log_base64, "event_log_base64")
     return _out(platform_of(request).baselines.import_event_log(
         caller, request.state.request_id, name=body.name, raw_event_log=raw, bank=body.bank,
         strict=body.strict))

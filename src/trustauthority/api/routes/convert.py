@@ -1,8 +1,12 @@
-"""Service views to response bodies."""
+"""Service views to response bodies, and request fields to what the use cases take."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 from trustauthority.audit.chain import AuditEntry
+from trustauthority.errors import UsageError
 from trustauthority.schemas import AuditEntryOut, PrincipalOut, TokenOut
 from trustauthority.service.principals import PrincipalView, TokenView
 
@@ -23,3 +27,11 @@ def token_out(view: TokenView) -> TokenOut:
 
 def audit_out(entry: AuditEntry) -> AuditEntryOut:
     return AuditEntryOut(**entry.to_json())
+
+
+def b64decode(value: str, what: str) -> bytes:
+    """A base64 request field; the schemas already bound its size and alphabet."""
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise UsageError(f"{what} is not valid base64") from None

@@ -5,14 +5,13 @@ attestation (the host itself)."""
 from __future__ import annotations
 
 import base64
-import binascii
 from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
+from trustauthority.api.routes.convert import b64decode
 from trustauthority.api.security import Requires, platform_of
-from trustauthority.errors import UsageError
 from trustauthority.schemas import (
     AttestationOut,
     AttestationResultOut,
@@ -42,13 +41,6 @@ Reader = Annotated[Caller, Depends(Requires(Permission.HOST_READ))]
 Manager = Annotated[Caller, Depends(Requires(Permission.HOST_MANAGE))]
 Attester = Annotated[Caller, Depends(Requires(Permission.ATTEST))]
 Name = Annotated[str, Path(min_length=1, max_length=128)]
-
-
-def b64decode(value: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise UsageError(f"{what} is not valid base64") from None
 
 
 def host_out(view: HostView) -> HostOut:
