@@ -103,11 +103,9 @@ def _ca_bundle(ca: SoftwareTpmCa) -> str:
     return (ca.root_certificate_path.read_text() + ca.intermediate_certificate_path.read_text())
 
 
-@pytest.fixture
-def fleet(sqlite_service: RunningService, swtpm_ca: SoftwareTpmCa, swtpm_factory: SwtpmFactory,
-          tmp_path: Path) -> Fleet:
+def _set_up(service: RunningService, swtpm_ca: SoftwareTpmCa, swtpm_factory: SwtpmFactory,
+            tmp_path: Path) -> Fleet:
     """A trust-admin's setup: the swtpm CA trusted, cluster `prod` with the golden baseline."""
-    service = sqlite_service
     _events, golden_log = simboot.boot_log(simboot.GOLDEN_IMAGE)
     with service.admin() as admin:
         admin.add_tpm_cas(TpmCaAdd(certificate_pem=_ca_bundle(swtpm_ca)))
@@ -117,6 +115,19 @@ def fleet(sqlite_service: RunningService, swtpm_ca: SoftwareTpmCa, swtpm_factory
         admin.add_cluster_baseline("prod", ClusterBaselineAdd(baseline="golden"))
     infra = service.principal_with_token("infra", "infra-admin")
     return Fleet(service, infra, tmp_path, swtpm_factory)
+
+
+@pytest.fixture
+def fleet(sqlite_service: RunningService, swtpm_ca: SoftwareTpmCa, swtpm_factory: SwtpmFactory,
+          tmp_path: Path) -> Fleet:
+    return _set_up(sqlite_service, swtpm_ca, swtpm_factory, tmp_path)
+
+
+@pytest.fixture
+def any_fleet(service: RunningService, swtpm_ca: SoftwareTpmCa, swtpm_factory: SwtpmFactory,
+              tmp_path: Path) -> Fleet:
+    """The same fleet on SQLite and on PostgreSQL (the store's SQL differs: RETURNING, locks)."""
+    return _set_up(service, swtpm_ca, swtpm_factory, tmp_path)
 
 
 def _evidence(fleet: Fleet, state_dir: agent.StateDir,
@@ -146,7 +157,8 @@ def _untrusted(result: AttestationResultOut, error_type: str) -> str:
 
 # -- the good path ----------------------------------------------------------------------------
 
-def test_a_good_host_enrolls_attests_and_holds_a_token_bound_to_its_tpm(fleet: Fleet) -> None:
+def test_a_good_host_enrolls_attests_and_holds_a_token_bound_to_its_tpm(any_fleet: Fleet) -> None:
+    fleet = any_fleet
     tpm, log = fleet.boot()
     state_dir = fleet.enroll(tpm, log)
     state = state_dir.load()
@@ -271,7 +283,10 @@ def enrolled(fleet: Fleet) -> agent.StateDir:
     return fleet.enroll(tpm, log)
 
 
-def test_a_replayed_nonce_is_refused(fleet: Fleet, enrolled: agent.StateDir) -> None:
+def test_a_replayed_nonce_is_refused(any_fleet: Fleet) -> None:
+    fleet = any_fleet
+    tpm, log = fleet.boot()
+    enrolled = fleet.enroll(tpm, log)
     evidence, credential = _evidence(fleet, enrolled)
     assert _submit(fleet, credential, evidence).status == "trusted"
     with pytest.raises(ChallengeInvalid, match="already used"):
