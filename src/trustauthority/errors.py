@@ -37,6 +37,9 @@ messages and exit codes, and the API (later) maps them to HTTP in one place::
     ├── AuditChainBroken              the audit log was edited, truncated, reordered or spliced
     ├── ConfigError                   our own configuration is wrong
     ├── BackendUnavailable            a TPM, key server or database cannot be reached
+    │   └── KeyServerUnavailable      a key server cannot be reached, is not trusted, or refused
+    ├── KeyReleaseRefused             a key release the service will not make (HTTP 403)
+    ├── WrappedKeyInvalid             a wrapped-key blob that does not open: altered, or not ours
     └── UsageError                    a caller (CLI user, API client) asked for something invalid
         ├── NotFound                  the named object does not exist (HTTP 404)
         └── Conflict                  the request contradicts the stored state (HTTP 409)
@@ -196,6 +199,27 @@ class ConfigError(TrustAuthorityError):
 
 class BackendUnavailable(TrustAuthorityError):
     error_type = "backend_unavailable"
+
+
+class KeyServerUnavailable(BackendUnavailable):
+    """A key server that cannot be reached, whose TLS identity is not the one trusted, that
+    refuses our client, or that fails the operation. The next server of a provider is tried."""
+
+    error_type = "key_server_unavailable"
+
+
+class KeyReleaseRefused(TrustAuthorityError):
+    """The service will not release this key to this host: not trusted now, no grant, another
+    workload, a token bound to another key. Says why, never the key."""
+
+    error_type = "key_release_refused"
+
+
+class WrappedKeyInvalid(TrustAuthorityError):
+    """A wrapped-key blob that does not parse or does not authenticate: altered, truncated,
+    moved to another workload, or made under a primary key we do not have."""
+
+    error_type = "wrapped_key_invalid"
 
 
 class UsageError(TrustAuthorityError):

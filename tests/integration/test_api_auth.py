@@ -17,9 +17,9 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import update
 
 from tests.support.service import RunningService
+from trustauthority import pki
 from trustauthority.errors import AuthenticationFailed, PermissionDenied
 from trustauthority.schemas import CertificateCreate, PrincipalCreate, TokenCreate
-from trustauthority.service import pki
 from trustauthority.store.models import ApiToken
 
 

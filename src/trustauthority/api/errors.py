@@ -22,11 +22,14 @@ from trustauthority.errors import (
     Conflict,
     EvidenceError,
     JoinTokenRefused,
+    KeyReleaseRefused,
     NotFound,
     PermissionDenied,
     PolicyViolation,
+    TokenRejected,
     TrustAuthorityError,
     UsageError,
+    WrappedKeyInvalid,
 )
 
 log = logging.getLogger("trustauthority.api")
@@ -39,6 +42,9 @@ STATUS: tuple[tuple[type[TrustAuthorityError], int], ...] = (
     (AuthenticationFailed, 401),
     (PermissionDenied, 403),
     (JoinTokenRefused, 403),
+    (KeyReleaseRefused, 403),
+    (TokenRejected, 403),
+    (WrappedKeyInvalid, 422),
     (NotFound, 404),
     (Conflict, 409),
     (UsageError, 400),

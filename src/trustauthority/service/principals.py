@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from trustauthority import pki
 from trustauthority.errors import Conflict, NotFound, UsageError
-from trustauthority.service import pki
 from trustauthority.service.audit import AuditLog
 from trustauthority.service.authz import (
     Caller,

@@ -14,9 +14,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from trustauthority import pki
 from trustauthority.errors import ConfigError, Conflict
 from trustauthority.files import write_private
-from trustauthority.service import pki
 from trustauthority.service.config import CONFIG_NAME, ServiceConfig, TlsConfig, write_config
 from trustauthority.service.keys import KeyPurpose
 from trustauthority.service.platform import Platform, utc_now
