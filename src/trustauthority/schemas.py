@@ -425,3 +425,140 @@ class TokenKeyRotated(Response):
     kid: str
     #: the retired key, kept in the JWKS until the tokens it signed have expired
     retired_kid: str | None
+
+
+# -- key servers, trusted key providers, workload keys, key release ----------------------------
+
+Pem = Field(min_length=1, max_length=65536, description="PEM text")
+WorkloadId = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.:/@-]+$")
+
+
+class KmipServerCreate(Request):
+    name: str = ObjectName
+    host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:\[\]-]+$")
+    port: int = Field(default=5696, ge=1, le=65535)
+    ca_pem: str = Pem
+    certificate_pem: str = Pem
+    key_pem: str = Field(min_length=1, max_length=65536,
+                         description="the client's private key (PEM); stored sealed")
+    username: str | None = Field(default=None, min_length=1, max_length=256)
+    password: str | None = Field(default=None, min_length=1, max_length=256)
+    pinned_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
+                                      description="SHA-256 (hex) of the server's certificate")
+    timeout_seconds: float = Field(default=5.0, ge=0.5, le=120)
+
+
+class Pkcs11ServerCreate(Request):
+    name: str = ObjectName
+    module: str = Field(min_length=2, max_length=1024, pattern=r"^/[^\x00]*$")
+    token_label: str = Field(min_length=1, max_length=32)
+    pin: str = Field(min_length=1, max_length=256, description="the token's user PIN; sealed")
+
+
+class KeyServerOut(Response):
+    id: str
+    name: str
+    kind: Literal["kmip", "pkcs11"]
+    address: str
+    settings: dict[str, str | float | None]
+    certificate_subject: str | None
+    certificate_not_after: datetime | None
+    ca_subject: str | None
+    providers: list[str]
+    created_at: datetime
+    created_by: str
+
+
+class KeyServerHealthOut(Response):
+    name: str
+    healthy: bool
+    reachable: bool
+    client_trusts_server: bool | None
+    server_trusts_client: bool | None
+    round_trip: bool
+    latency_ms: float | None
+    detail: str
+
+
+class ProviderCreate(Request):
+    name: str = ObjectName
+    servers: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(
+        min_length=1, max_length=8, description="key servers, in failover order")
+    primary_key: str | None = Field(default=None, min_length=1, max_length=256)
+    create_primary_key: bool = False
+    description: str = Field(default="", max_length=512)
+
+
+class ServerHealthOut(Response):
+    name: str
+    state: Literal["healthy", "unhealthy", "unknown"]
+    detail: str
+    checked_at: datetime | None
+
+
+class PrimaryVersionOut(Response):
+    version: int
+    key_id: str
+    state: Literal["active", "retired"]
+    created_at: datetime
+    keys: int
+
+
+class ProviderOut(Response):
+    id: str
+    name: str
+    kind: Literal["kmip", "pkcs11"]
+    description: str
+    health: Literal["healthy", "degraded", "unhealthy", "unknown"]
+    servers: list[ServerHealthOut]
+    versions: list[PrimaryVersionOut]
+    current_version: int
+    clusters: list[str]
+    created_at: datetime
+    created_by: str
+
+
+class ProviderGrant(Request):
+    provider: str = ObjectName
+
+
+class WorkloadKeyCreate(Request):
+    provider: str = ObjectName
+    workload: str = WorkloadId
+    cluster: str = ObjectName
+
+
+class WorkloadKeyOut(Response):
+    id: str
+    workload: str
+    cluster: str
+    provider: str
+    primary_version: int
+    blob: str = Field(description="the wrapped key; stored beside the workload's data")
+    created_at: datetime
+    created_by: str
+    rewrapped_at: datetime | None
+    last_released_at: datetime | None
+
+
+class KeyRewrap(Request):
+    provider: str = ObjectName
+    workload: str | None = Field(default=None, min_length=1, max_length=256,
+                                 pattern=r"^[A-Za-z0-9_.:/@-]+$")
+
+
+class KeyReleaseIn(Request):
+    blob: str = Field(min_length=1, max_length=4096)
+    workload: str = WorkloadId
+    token: str = Field(min_length=1, max_length=16384,
+                       description="the host's attestation token; its cnf must be this host's "
+                                   "binding key")
+
+
+class KeyReleaseOut(Response):
+    jwe: str = Field(description="the key, encrypted to the host's TPM binding key "
+                                 "(RSA-OAEP-256 + A256GCM)")
+    key_id: str
+    workload: str
+    provider: str
+    primary_version: int

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "trustauthority"
 
 #: the pure core: wire formats, verification, policy. No I/O, no service or CLI layers.
-PURE = ("tpm", "eventlog", "verify", "policy", "audit", "token")
+PURE = ("tpm", "eventlog", "verify", "policy", "audit", "token", "keyrelease")
 #: what a pure module may never import
 FORBIDDEN_IN_PURE = (
     "trustauthority.agent", "trustauthority.cli", "trustauthority.store",

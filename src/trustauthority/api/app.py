@@ -16,6 +16,7 @@ from trustauthority.api.routes import (
     baselines,
     clusters,
     hosts,
+    keys,
     principals,
     system,
     trust,
@@ -30,7 +31,7 @@ API_PREFIX = "/v1"
 #: except enrollment's, where the host's EK and join token vouch (the role tests list them)
 V1_ROUTERS: tuple[APIRouter, ...] = (system.router, principals.router, audit.router,
                                       trust.router, clusters.router, baselines.router,
-                                      hosts.router, hosts.enrollment)
+                                      hosts.router, hosts.enrollment, keys.router)
 
 
 def route_permissions() -> dict[tuple[str, str], Permission | None]:
@@ -60,7 +61,7 @@ _ERRORS = {
     "409": "conflicts with the stored state",
     "413": "the body is larger than the service accepts",
     "422": "the body or a parameter does not match the schema",
-    "503": "a backend (the database) is unavailable",
+    "503": "a backend (the database, every key server of a provider) is unavailable",
 }
 
 

@@ -36,6 +36,10 @@ class Permission(StrEnum):
     HOST_MANAGE = "host:manage"  # join tokens, approving and removing hosts
     ATTEST = "attest"  # a host proving its own boot state
     SERVICE_KEY_MANAGE = "service-key:manage"  # rotating the token-signing key
+    KEY_PROVIDER_MANAGE = "key-provider:manage"  # key servers, providers, grants, rekey
+    WORKLOAD_KEY_READ = "workload-key:read"  # which workload keys exist (never their value)
+    WORKLOAD_KEY_MANAGE = "workload-key:manage"  # creating and rewrapping workload keys
+    KEY_RELEASE = "key:release"  # a trusted host asking for its workload's key
 
 
 _EVERYONE = frozenset(Role)
@@ -55,6 +59,10 @@ GRANTS: dict[Permission, frozenset[Role]] = {
     Permission.HOST_MANAGE: frozenset({Role.INFRA_ADMIN}),
     Permission.ATTEST: frozenset({Role.HOST}),
     Permission.SERVICE_KEY_MANAGE: frozenset({Role.TRUST_ADMIN}),
+    Permission.KEY_PROVIDER_MANAGE: frozenset({Role.TRUST_ADMIN}),
+    Permission.WORKLOAD_KEY_READ: frozenset({Role.TRUST_ADMIN, Role.INFRA_ADMIN, Role.AUDITOR}),
+    Permission.WORKLOAD_KEY_MANAGE: frozenset({Role.INFRA_ADMIN}),
+    Permission.KEY_RELEASE: frozenset({Role.HOST}),
 }
 
 

@@ -163,6 +163,17 @@ def _join_view(row: JoinToken, cluster: str) -> JoinTokenView:
                          row.expires_at, row.used_at, row.used_by_host, row.revoked_at)
 
 
+def effective_state(row: Host, cluster: Cluster | None, now: datetime) -> tuple[str, str]:
+    """The host's state now, with its reason: a trusted host that stopped attesting is stale."""
+    if (row.state == "trusted" and cluster is not None and row.last_attested_at is not None
+            and now - row.last_attested_at
+            > timedelta(seconds=cluster.attestation_interval_seconds * STALE_FACTOR)):
+        return "stale", (f"no attestation since {row.last_attested_at.isoformat()} (more than "
+                         f"{STALE_FACTOR} × the cluster's interval of "
+                         f"{cluster.attestation_interval_seconds} s)")
+    return row.state, row.state_reason
+
+
 class HostService:
     def __init__(self, db: Database, audit: AuditLog, tpm_trust: TpmTrustService,
                  principals: PrincipalService, clock: Callable[[], datetime]) -> None:
@@ -176,14 +187,7 @@ class HostService:
 
     def view(self, session: Session, row: Host) -> HostView:
         cluster = session.get(Cluster, row.cluster_id) if row.cluster_id else None
-        state, reason = row.state, row.state_reason
-        if (state == "trusted" and cluster is not None and row.last_attested_at is not None
-                and self._clock() - row.last_attested_at
-                > timedelta(seconds=cluster.attestation_interval_seconds * STALE_FACTOR)):
-            state = "stale"
-            reason = (f"no attestation since {row.last_attested_at.isoformat()} (more than "
-                      f"{STALE_FACTOR} × the cluster's interval of "
-                      f"{cluster.attestation_interval_seconds} s)")
+        state, reason = effective_state(row, cluster, self._clock())
         return HostView(row.id, row.name, state, reason, cluster.name if cluster else None,
                         json.loads(row.facts), row.ek_fingerprint, row.enrolled_at,
                         row.approved_by, row.last_attested_at, row.binding_key_thumbprint)

@@ -20,8 +20,16 @@ from trustauthority.service.credentials import (
 )
 from trustauthority.service.hosts import HostService
 from trustauthority.service.keys import KeyPurpose, ServiceKeys
+from trustauthority.service.keyservers import (
+    AdapterFactory,
+    KeyServerRegistry,
+    KeyServerService,
+    default_adapter,
+)
 from trustauthority.service.principals import PrincipalService
+from trustauthority.service.providers import ProviderService
 from trustauthority.service.tpmtrust import TpmTrustService
+from trustauthority.service.workloadkeys import WorkloadKeyService
 from trustauthority.store.db import Database
 from trustauthority.store.masterkey import MasterKey
 from trustauthority.token import Jwks, VerificationKey
@@ -39,7 +47,8 @@ class Platform:
     def __init__(self, db: Database, master_key: MasterKey, *,
                  clock: Callable[[], datetime] = utc_now,
                  audit_checkpoint_interval: int = 100,
-                 issuer: str = "https://127.0.0.1:8443") -> None:
+                 issuer: str = "https://127.0.0.1:8443",
+                 key_server_factory: AdapterFactory = default_adapter) -> None:
         self.db = db
         self.clock = clock
         self.keys = ServiceKeys(master_key, clock)
@@ -51,6 +60,11 @@ class Platform:
         self.hosts = HostService(db, self.audit, self.tpm_trust, self.principals, clock)
         self.attestation = AttestationService(db, self.audit, self.keys, self.tpm_trust,
                                               self.baselines, clock, issuer)
+        self.key_server_registry = KeyServerRegistry(master_key, clock, key_server_factory)
+        self.key_servers = KeyServerService(db, self.audit, self.key_server_registry, clock)
+        self.providers = ProviderService(db, self.audit, self.key_server_registry, clock)
+        self.workload_keys = WorkloadKeyService(db, self.audit, self.providers.servers, clock,
+                                                jwks=self.jwks, issuer=issuer)
 
     # -- token keys ---------------------------------------------------------------------------
 

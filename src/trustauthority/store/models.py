@@ -357,3 +357,95 @@ class AttestationRecord(Base):
     rebooted: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     pcr_digest: Mapped[str | None] = mapped_column(String(128), nullable=True)
     token_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class KeyServerRecord(Base):
+    """A key server (KMIP endpoint or PKCS#11 token) and how to reach and trust it.
+
+    The client's private key, password and PIN are sealed with the service master key
+    (`sealed_secrets`, JSON before sealing); nothing secret is stored in the clear.
+    """
+
+    __tablename__ = "key_servers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # kmip | pkcs11
+    #: "host:port" for KMIP, the module path for PKCS#11
+    address: Mapped[str] = mapped_column(String(1024))
+    #: non-secret settings (JSON): username, pinned certificate, timeout, token label
+    settings: Mapped[str] = mapped_column(Text)
+    ca_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    certificate_pem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    sealed_secrets: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    created_by: Mapped[str] = mapped_column(String(128))
+
+
+class KeyProvider(Base):
+    """A trusted key provider: key servers tried in order, and a versioned primary key."""
+
+    __tablename__ = "key_providers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # every server of a provider is this kind
+    description: Mapped[str] = mapped_column(String(512), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    created_by: Mapped[str] = mapped_column(String(128))
+
+
+class ProviderServer(Base):
+    """A key server of a provider, at its place in the failover order."""
+
+    __tablename__ = "provider_servers"
+
+    provider_id: Mapped[str] = mapped_column(ForeignKey("key_providers.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_server_id: Mapped[str] = mapped_column(ForeignKey("key_servers.id"), index=True)
+
+
+class PrimaryKeyVersion(Base):
+    """One version of a provider's primary key: its id on the key servers. The highest active
+    version wraps new keys; older active versions still unwrap; retired ones open nothing."""
+
+    __tablename__ = "primary_key_versions"
+
+    provider_id: Mapped[str] = mapped_column(ForeignKey("key_providers.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(256))
+    state: Mapped[str] = mapped_column(String(16))  # active | retired
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ClusterProviderGrant(Base):
+    """A cluster's hosts may receive keys of this provider."""
+
+    __tablename__ = "cluster_provider_grants"
+
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("key_providers.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    granted_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    granted_by: Mapped[str] = mapped_column(String(128))
+
+
+class WorkloadKey(Base):
+    """A workload's key (KEK): never stored in the clear; `blob` is its wrapped form, the same
+    the workload keeps in its header (so a rewrap can be fetched again)."""
+
+    __tablename__ = "workload_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workload: Mapped[str] = mapped_column(String(256), unique=True)
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id"), index=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("key_providers.id"), index=True)
+    primary_version: Mapped[int] = mapped_column(Integer)
+    blob: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    created_by: Mapped[str] = mapped_column(String(128))
+    rewrapped_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    last_released_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)

@@ -1,0 +1,337 @@
+"""Workload keys and attested key release (vTA's scheme, for any fleet).
+
+A workload key (KEK, AES-256) is made here, wrapped at once under the provider's primary key on
+a key server, and handed out only as its wrapped blob (`keyrelease.blob`); the service keeps the
+blob too, never the key. Creating one is an infra-admin's act, on a provider granted to the
+workload's cluster. Nothing is stored until the key server has wrapped the key, and the key is
+stored only wrapped: a crash on the way leaves either nothing or a complete blob.
+
+Release (`release`), fail-closed, in this order: the blob parses; it is the workload asked for;
+the attestation token verifies (signature against our JWKS, `exp`, issuer); it is bound (`cnf`)
+to the calling host's certified binding key and issued to that host; the host is trusted *now*
+in the store (an untrusted or stale host is refused even with an unexpired token); the key is
+ours, of the host's cluster, and the cluster holds a grant on the provider; the primary key
+version is not retired. Then the key server unwraps (which authenticates the blob's header),
+and the key goes back as a JWE only the host's TPM can open. Every release and refusal is
+audited — with the reason, never the key.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from trustauthority.errors import (
+    Conflict,
+    KeyReleaseRefused,
+    NotFound,
+    PermissionDenied,
+    TokenBindingMismatch,
+    TokenRejected,
+    UsageError,
+    WrappedKeyInvalid,
+)
+from trustauthority.keyrelease.blob import WrappedKeyBlob, header_aad, parse_blob
+from trustauthority.keyrelease.jwe import encrypt_to_binding_key
+from trustauthority.keyserver import KEY_BYTES, KeyServer
+from trustauthority.service.audit import AuditLog
+from trustauthority.service.authz import Caller, Permission, authorize
+from trustauthority.service.clusters import find_cluster
+from trustauthority.service.hosts import effective_state
+from trustauthority.service.providers import ProviderServers, find_provider, server_rows
+from trustauthority.store.db import Database
+from trustauthority.store.models import (
+    Cluster,
+    ClusterProviderGrant,
+    Host,
+    KeyProvider,
+    PrimaryKeyVersion,
+    WorkloadKey,
+)
+from trustauthority.token import Jwks, verify
+from trustauthority.tpm.public import parse_public
+
+log = logging.getLogger("trustauthority.keys")
+_WORKLOAD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/@")
+
+
+@dataclass(frozen=True)
+class WorkloadKeyView:
+    id: str
+    workload: str
+    cluster: str
+    provider: str
+    primary_version: int
+    blob: str
+    created_at: datetime
+    created_by: str
+    rewrapped_at: datetime | None
+    last_released_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Release:
+    """A released key, as the host receives it: a JWE to its binding key."""
+
+    jwe: str
+    key_id: str
+    workload: str
+    provider: str
+    primary_version: int
+
+
+def check_workload(workload: str) -> str:
+    if not 1 <= len(workload) <= 256 or not set(workload) <= _WORKLOAD_CHARS:
+        raise UsageError("a workload id is 1 to 256 letters, digits and - _ . : / @")
+    return workload
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+class WorkloadKeyService:
+    def __init__(self, db: Database, audit: AuditLog, servers: ProviderServers,
+                 clock: Callable[[], datetime], *, jwks: Callable[[], Jwks],
+                 issuer: str) -> None:
+        self._db = db
+        self._audit = audit
+        self._servers = servers
+        self._clock = clock
+        self._jwks = jwks
+        self._issuer = issuer
+
+    # -- views -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _view(session: Session, row: WorkloadKey) -> WorkloadKeyView:
+        cluster = session.get(Cluster, row.cluster_id)
+        provider = session.get(KeyProvider, row.provider_id)
+        return WorkloadKeyView(row.id, row.workload, cluster.name if cluster else "-",
+                               provider.name if provider else "-", row.primary_version,
+                               row.blob, row.created_at, row.created_by, row.rewrapped_at,
+                               row.last_released_at)
+
+    def list_all(self, caller: Caller, *, provider: str | None = None,
+                 cluster: str | None = None) -> list[WorkloadKeyView]:
+        authorize(caller, Permission.WORKLOAD_KEY_READ)
+        with self._db.session(read_only=True) as session:
+            query = select(WorkloadKey).order_by(WorkloadKey.workload)
+            if provider is not None:
+                query = query.where(WorkloadKey.provider_id == find_provider(session,
+                                                                             provider).id)
+            if cluster is not None:
+                query = query.where(WorkloadKey.cluster_id == find_cluster(session, cluster).id)
+            return [self._view(session, row) for row in session.scalars(query)]
+
+    def get(self, caller: Caller, workload: str) -> WorkloadKeyView:
+        authorize(caller, Permission.WORKLOAD_KEY_READ)
+        with self._db.session(read_only=True) as session:
+            return self._view(session, self._find(session, workload))
+
+    @staticmethod
+    def _find(session: Session, workload: str) -> WorkloadKey:
+        row = session.scalars(select(WorkloadKey).where(WorkloadKey.workload == workload)).first()
+        if row is None:
+            row = session.get(WorkloadKey, workload)  # or by key id
+        if row is None:
+            raise NotFound(f"no key for workload {workload[:256]!r}")
+        return row
+
+    # -- create and rewrap -------------------------------------------------------------------
+
+    def create(self, caller: Caller, request_id: str, *, provider: str, workload: str,
+               cluster: str) -> WorkloadKeyView:
+        role = authorize(caller, Permission.WORKLOAD_KEY_MANAGE)
+        check_workload(workload)
+        with self._db.session(read_only=True) as session:
+            provider_row = find_provider(session, provider)
+            cluster_row = find_cluster(session, cluster)
+            if session.get(ClusterProviderGrant, (cluster_row.id, provider_row.id)) is None:
+                raise PermissionDenied(f"cluster {cluster} has no grant on provider {provider}: "
+                                       "a trust-admin grants it (cluster grant-provider)")
+            if session.scalars(select(WorkloadKey.id)
+                               .where(WorkloadKey.workload == workload)).first():
+                raise Conflict(f"workload {workload} already has a key")
+            version = self._current_version(session, provider_row.id)
+            servers = server_rows(session, provider_row.id)
+        key_id = str(uuid.uuid4())
+        kek = os.urandom(KEY_BYTES)
+        aad = header_aad(key_id, workload, provider_row.id, version.version, provider_row.kind)
+        wrapped, server = self._servers.run(
+            provider, servers, lambda s: s.wrap(version.key_id, kek, aad))
+        blob = WrappedKeyBlob(key_id, workload, provider_row.id, version.version,
+                              provider_row.kind, wrapped).encode()
+        with self._db.session() as session:
+            if session.scalars(select(WorkloadKey.id)
+                               .where(WorkloadKey.workload == workload)).first():
+                raise Conflict(f"workload {workload} already has a key")
+            row = WorkloadKey(id=key_id, workload=workload, cluster_id=cluster_row.id,
+                              provider_id=provider_row.id, primary_version=version.version,
+                              blob=blob, created_at=self._clock(), created_by=caller.name)
+            session.add(row)
+            self._audit.record(session, principal=caller.name, role=role, action="key.create",
+                               target=workload, outcome="success", request_id=request_id,
+                               details={"key_id": key_id, "provider": provider,
+                                        "cluster": cluster, "version": version.version,
+                                        "key_server": server})
+            session.flush()
+            return self._view(session, row)
+
+    @staticmethod
+    def _current_version(session: Session, provider_id: str) -> PrimaryKeyVersion:
+        version = session.scalars(
+            select(PrimaryKeyVersion).where(PrimaryKeyVersion.provider_id == provider_id,
+                                            PrimaryKeyVersion.state == "active")
+            .order_by(PrimaryKeyVersion.version.desc())).first()
+        if version is None:
+            raise Conflict("the provider has no active primary key version")
+        return version
+
+    def rewrap(self, caller: Caller, request_id: str, *, provider: str,
+               workload: str | None = None) -> list[WorkloadKeyView]:
+        """Shallow rekey: keys wrapped under older primary versions are re-wrapped under the
+        current one; the keys themselves (and the data they protect) do not change."""
+        role = authorize(caller, Permission.WORKLOAD_KEY_MANAGE)
+        with self._db.session(read_only=True) as session:
+            provider_row = find_provider(session, provider)
+            current = self._current_version(session, provider_row.id)
+            versions = {v.version: v for v in session.scalars(select(PrimaryKeyVersion).where(
+                PrimaryKeyVersion.provider_id == provider_row.id))}
+            servers = server_rows(session, provider_row.id)
+            query = select(WorkloadKey).where(WorkloadKey.provider_id == provider_row.id,
+                                              WorkloadKey.primary_version < current.version)
+            if workload is not None:
+                query = query.where(WorkloadKey.workload == workload)
+            stale = [(row.id, row.workload, row.blob) for row in session.scalars(query)]
+        done = []
+        for key_id, name, text in stale:
+            old = parse_blob(text)
+            old_version = versions[old.primary_version]
+            aad = header_aad(key_id, name, provider_row.id, current.version, provider_row.kind)
+
+            def move(server: KeyServer, old: WrappedKeyBlob = old,
+                     old_key_id: str = old_version.key_id, aad: bytes = aad) -> bytes:
+                return server.wrap(current.key_id,
+                                   server.unwrap(old_key_id, old.wrapped, old.aad), aad)
+
+            wrapped, _ = self._servers.run(provider, servers, move)
+            blob = WrappedKeyBlob(key_id, name, provider_row.id, current.version,
+                                  provider_row.kind, wrapped).encode()
+            with self._db.session() as session:
+                row = session.get(WorkloadKey, key_id)
+                if row is None or row.blob != text:
+                    continue  # removed or rewrapped by someone else meanwhile
+                row.blob, row.primary_version = blob, current.version
+                row.rewrapped_at = self._clock()
+                self._audit.record(session, principal=caller.name, role=role,
+                                   action="key.rewrap", target=name, outcome="success",
+                                   request_id=request_id,
+                                   details={"key_id": key_id, "from_version": old.primary_version,
+                                            "to_version": current.version})
+                session.flush()
+                done.append(self._view(session, row))
+        return done
+
+    def delete(self, caller: Caller, request_id: str, workload: str) -> None:
+        """Forget a workload's key: its blob opens no more (crypto-shredding of its data)."""
+        role = authorize(caller, Permission.WORKLOAD_KEY_MANAGE)
+        with self._db.session() as session:
+            row = self._find(session, workload)
+            session.delete(row)
+            self._audit.record(session, principal=caller.name, role=role, action="key.delete",
+                               target=row.workload, outcome="success", request_id=request_id,
+                               details={"key_id": row.id})
+
+    # -- attested release --------------------------------------------------------------------
+
+    def release(self, caller: Caller, request_id: str, *, blob: str, workload: str,
+                token: str) -> Release:
+        """The workload's key, encrypted to the calling host's binding key (module docstring)."""
+        role = authorize(caller, Permission.KEY_RELEASE)
+        context: dict[str, str] = {"workload": workload[:256]}
+        try:
+            return self._release(caller, role, request_id, blob, workload, token, context)
+        except (KeyReleaseRefused, TokenRejected, WrappedKeyInvalid, PermissionDenied) as refused:
+            with self._db.session() as session:
+                self._audit.record(session, principal=caller.name, role=role,
+                                   action="key.release", target=workload[:256] or "-",
+                                   outcome="denied", request_id=request_id,
+                                   details={**context, "error": refused.error_type,
+                                            "reason": str(refused)[:500]})
+            raise
+
+    def _release(self, caller: Caller, role: str, request_id: str, text: str, workload: str,
+                 token: str, context: dict[str, str]) -> Release:
+        parsed = parse_blob(text)
+        context["key_id"] = parsed.key_id[:64]
+        if parsed.workload != workload:
+            raise KeyReleaseRefused("the blob belongs to another workload than the one asked "
+                                    "for")
+        claims = verify(token, self._jwks(), issuer=self._issuer, now=self._clock())
+        context["token"] = claims.jti
+        with self._db.session(read_only=True) as session:
+            host = session.scalars(select(Host).where(Host.principal_id == caller.principal_id)
+                                   ).first()
+            if host is None:
+                raise PermissionDenied(f"{caller.name} is not an enrolled host")
+            context["host"] = host.name
+            if host.binding_key_thumbprint is None or host.binding_key_public is None \
+                    or claims.cnf_jkt != host.binding_key_thumbprint:
+                raise TokenBindingMismatch("the token is bound (cnf) to another key than this "
+                                           "host's certified binding key")
+            if claims.sub != host.id:
+                raise KeyReleaseRefused("the token was issued to another host")
+            cluster = session.get(Cluster, host.cluster_id) if host.cluster_id else None
+            state, reason = effective_state(host, cluster, self._clock())
+            if state != "trusted" or not claims.trusted:
+                raise KeyReleaseRefused(f"host {host.name} is {state} now"
+                                        + (f": {reason}" if reason else ""))
+            key = session.get(WorkloadKey, parsed.key_id)
+            if key is None or key.workload != parsed.workload \
+                    or key.provider_id != parsed.provider_id:
+                raise WrappedKeyInvalid("the blob names no workload key of this service")
+            provider = session.get(KeyProvider, key.provider_id)
+            assert provider is not None  # noqa: S101 - a foreign key
+            context["provider"] = provider.name
+            if cluster is None or key.cluster_id != cluster.id:
+                raise KeyReleaseRefused(f"workload {workload} belongs to another cluster than "
+                                        f"host {host.name}'s")
+            if session.get(ClusterProviderGrant, (cluster.id, provider.id)) is None:
+                raise KeyReleaseRefused(f"cluster {cluster.name} has no grant on provider "
+                                        f"{provider.name}")
+            version = session.get(PrimaryKeyVersion, (provider.id, parsed.primary_version))
+            if version is None or version.state != "active":
+                raise WrappedKeyInvalid(f"the blob was wrapped under primary key version "
+                                        f"{parsed.primary_version}, which is retired or unknown")
+            servers = server_rows(session, provider.id)
+            binding_key = parse_public(host.binding_key_public).public_key
+            thumbprint = host.binding_key_thumbprint
+        kek, server = self._servers.run(provider.name, servers,
+                                        lambda s: s.unwrap(version.key_id, parsed.wrapped,
+                                                           parsed.aad))
+        payload = json.dumps({"key": _b64url(kek), "key_id": parsed.key_id,
+                              "workload": parsed.workload}).encode()
+        if not isinstance(binding_key, rsa.RSAPublicKey):
+            raise KeyReleaseRefused("the host's binding key is not an RSA key")
+        jwe = encrypt_to_binding_key(binding_key, payload, thumbprint)
+        with self._db.session() as session:
+            row = session.get(WorkloadKey, parsed.key_id)
+            if row is not None:
+                row.last_released_at = self._clock()
+            self._audit.record(session, principal=caller.name, role=role, action="key.release",
+                               target=parsed.workload, outcome="success", request_id=request_id,
+                               details={**context, "version": str(parsed.primary_version),
+                                        "key_server": server})
+        return Release(jwe, parsed.key_id, parsed.workload, provider.name,
+                       parsed.primary_version)
