@@ -14,6 +14,7 @@ from trustauthority.cli import (
     demo,
     eventlog,
     host,
+    keys,
     principal,
     quote,
     service,
@@ -65,6 +66,9 @@ app.add_typer(trust.settings_app, name="tpm-settings")
 app.add_typer(trust.cluster_app, name="cluster")
 app.add_typer(baseline.app, name="baseline")
 app.add_typer(host.app, name="host")
+app.add_typer(keys.server_app, name="key-server")
+app.add_typer(keys.provider_app, name="provider")
+app.add_typer(keys.key_app, name="key")
 app.add_typer(token.app, name="token")
 app.add_typer(eventlog.app, name="eventlog")
 app.add_typer(quote.app, name="quote")

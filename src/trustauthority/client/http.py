@@ -53,8 +53,19 @@ from trustauthority.schemas import (
     JoinTokenCreate,
     JoinTokenIssued,
     JoinTokenOut,
+    KeyReleaseIn,
+    KeyReleaseOut,
+    KeyRewrap,
+    KeyServerHealthOut,
+    KeyServerOut,
+    KmipServerCreate,
+    Pkcs11ServerCreate,
+    PrimaryVersionOut,
     PrincipalCreate,
     PrincipalOut,
+    ProviderCreate,
+    ProviderGrant,
+    ProviderOut,
     Readiness,
     TokenCreate,
     TokenIssued,
@@ -65,6 +76,8 @@ from trustauthority.schemas import (
     TpmSettingsOut,
     TpmSettingsUpdate,
     WhoAmI,
+    WorkloadKeyCreate,
+    WorkloadKeyOut,
 )
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -339,6 +352,72 @@ class TrustAuthorityClient:
     def submit_evidence(self, request: EvidenceIn) -> AttestationResultOut:
         return self._call(AttestationResultOut, "POST", "/v1/attestation/evidence",
                           body=request)
+
+    # -- key servers, providers, workload keys -------------------------------------------
+
+    def add_kmip_server(self, request: KmipServerCreate) -> KeyServerOut:
+        return self._call(KeyServerOut, "POST", "/v1/key-servers/kmip", body=request)
+
+    def add_pkcs11_server(self, request: Pkcs11ServerCreate) -> KeyServerOut:
+        return self._call(KeyServerOut, "POST", "/v1/key-servers/pkcs11", body=request)
+
+    def list_key_servers(self) -> list[KeyServerOut]:
+        return self._list(KeyServerOut, "/v1/key-servers")
+
+    def get_key_server(self, name: str) -> KeyServerOut:
+        return self._call(KeyServerOut, "GET", f"/v1/key-servers/{name}")
+
+    def remove_key_server(self, name: str) -> KeyServerOut:
+        return self._call(KeyServerOut, "DELETE", f"/v1/key-servers/{name}")
+
+    def test_key_server(self, name: str) -> KeyServerHealthOut:
+        return self._call(KeyServerHealthOut, "POST", f"/v1/key-servers/{name}/test")
+
+    def create_provider(self, request: ProviderCreate) -> ProviderOut:
+        return self._call(ProviderOut, "POST", "/v1/providers", body=request)
+
+    def list_providers(self) -> list[ProviderOut]:
+        return self._list(ProviderOut, "/v1/providers")
+
+    def get_provider(self, name: str, *, live: bool = True) -> ProviderOut:
+        return self._call(ProviderOut, "GET", f"/v1/providers/{name}",
+                          params={"live": str(live).lower()})
+
+    def remove_provider(self, name: str) -> None:
+        self._send("DELETE", f"/v1/providers/{name}")
+
+    def rekey_provider(self, name: str) -> PrimaryVersionOut:
+        return self._call(PrimaryVersionOut, "POST", f"/v1/providers/{name}/rekey")
+
+    def retire_primary_version(self, name: str, version: int) -> None:
+        self._send("DELETE", f"/v1/providers/{name}/versions/{version}")
+
+    def grant_provider(self, cluster: str, provider: str) -> None:
+        self._send("POST", f"/v1/clusters/{cluster}/providers",
+                   body=ProviderGrant(provider=provider))
+
+    def revoke_provider(self, cluster: str, provider: str) -> None:
+        self._send("DELETE", f"/v1/clusters/{cluster}/providers/{provider}")
+
+    def create_workload_key(self, request: WorkloadKeyCreate) -> WorkloadKeyOut:
+        return self._call(WorkloadKeyOut, "POST", "/v1/keys", body=request)
+
+    def list_workload_keys(self, *, provider: str | None = None,
+                           cluster: str | None = None) -> list[WorkloadKeyOut]:
+        return self._list(WorkloadKeyOut, "/v1/keys",
+                          {"provider": provider, "cluster": cluster})
+
+    def get_workload_key(self, workload: str) -> WorkloadKeyOut:
+        return self._call(WorkloadKeyOut, "GET", f"/v1/keys/{workload}")
+
+    def delete_workload_key(self, workload: str) -> None:
+        self._send("DELETE", f"/v1/keys/{workload}")
+
+    def rewrap_keys(self, request: KeyRewrap) -> list[WorkloadKeyOut]:
+        return self._list(WorkloadKeyOut, "/v1/keys/rewrap", method="POST", body=request)
+
+    def release_key(self, request: KeyReleaseIn) -> KeyReleaseOut:
+        return self._call(KeyReleaseOut, "POST", "/v1/keys/release", body=request)
 
     def rotate_token_key(self) -> TokenKeyRotated:
         return self._call(TokenKeyRotated, "POST", "/v1/token-keys/rotation")
