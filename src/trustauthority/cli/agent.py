@@ -196,3 +196,105 @@ def simulate_boot(
         fail_with(error)
     write_private(eventlog, raw_log)
     console.print(json.dumps({"events": len(events), "eventlog": str(eventlog)}))
+
+
+workload_app = typer.Typer(help="Workloads encrypted under keys released only to this host "
+                                "while it is trusted.", no_args_is_help=True)
+app.add_typer(workload_app, name="workload")
+
+
+def _blob_text(blob: str, as_json: bool) -> str:
+    """A blob given inline (tak1.…) or as a file holding one."""
+    if blob.startswith("tak1."):
+        return blob
+    return read_input_file(blob, what="key blob", max_bytes=8192,
+                           as_json=as_json).decode("ascii", "replace").strip()
+
+
+@workload_app.command("encrypt")
+def workload_encrypt(
+    source: Annotated[Path, typer.Argument(help="The plaintext file (disk image, secret).")],
+    target: Annotated[Path, typer.Argument(help="Where to write the encrypted workload.")],
+    workload: Annotated[str, typer.Option(help="The workload's id, as at `key create`.")],
+    blob: Annotated[str, typer.Option(help="The workload key's blob (tak1.…) or a file with it.")],
+    secret: Annotated[bool, typer.Option(
+        help="AES-256-GCM for a secret or small file (default: AES-256-XTS for images).")
+        ] = False,
+    state_dir: StateDirOption = agent_host.DEFAULT_STATE_DIR,
+    as_json: JsonOption = False,
+) -> None:
+    """Encrypt a workload under a fresh data key wrapped by its released workload key.
+
+    Example: `ta agent workload encrypt disk.img disk.img.ta --workload vm-42 --blob vm-42.blob`
+    """
+    from trustauthority.agent.keys import fetch_key
+    from trustauthority.agent.workload import encrypt_file
+
+    if not source.is_file():
+        fail(f"{source} is not a readable file", as_json=as_json)
+    text = _blob_text(blob, as_json)
+    try:
+        kek = fetch_key(agent_host.StateDir(state_dir), text, workload)
+        header = encrypt_file(source, target, workload=workload, blob=text, kek=kek,
+                              cipher="aes-256-gcm" if secret else "aes-256-xts")
+    except TrustAuthorityError as error:
+        fail_with(error, as_json=as_json)
+    except OSError as error:
+        fail(f"cannot encrypt {source}: {error.strerror or error}", as_json=as_json)
+    if as_json:
+        print_json({"workload": workload, "cipher": header.cipher, "size": header.size,
+                    "target": str(target)})
+    else:
+        console.print(f"encrypted {source} ({header.size} bytes, {header.cipher}) into {target}")
+
+
+def _open_workload(source: Path, target: Path, state_dir: Path, *, attest_first: bool,
+                   as_json: bool) -> None:
+    from trustauthority.agent.keys import fetch_key
+    from trustauthority.agent.workload import WorkloadHeader, decrypt_file
+
+    def kek_for(header: WorkloadHeader) -> bytes:
+        return fetch_key(agent_host.StateDir(state_dir), header.blob, header.workload,
+                         attest_if_needed=attest_first)
+
+    try:
+        header = decrypt_file(source, target, kek_for)
+    except TrustAuthorityError as error:
+        target.unlink(missing_ok=True)
+        fail_with(error, as_json=as_json)
+    except OSError as error:
+        target.unlink(missing_ok=True)
+        fail(f"cannot open {source}: {error.strerror or error}", as_json=as_json)
+    if as_json:
+        print_json({"workload": header.workload, "cipher": header.cipher, "size": header.size,
+                    "target": str(target)})
+    else:
+        console.print(f"workload {header.workload} opened into {target} ({header.size} bytes)")
+
+
+@workload_app.command("unlock")
+def workload_unlock(
+    source: Annotated[Path, typer.Argument(help="The encrypted workload.")],
+    target: Annotated[Path, typer.Argument(help="Where to put the opened data (owner-only).")],
+    state_dir: StateDirOption = agent_host.DEFAULT_STATE_DIR,
+    as_json: JsonOption = False,
+) -> None:
+    """Attest if needed, get the workload key by attested release, open the workload.
+
+    Example: `ta agent workload unlock disk.img.ta /run/vm-42/disk.img`
+    """
+    _open_workload(source, target, state_dir, attest_first=True, as_json=as_json)
+
+
+@workload_app.command("decrypt")
+def workload_decrypt(
+    source: Annotated[Path, typer.Argument(help="The encrypted workload.")],
+    target: Annotated[Path, typer.Argument(help="Where to write the plaintext (owner-only).")],
+    state_dir: StateDirOption = agent_host.DEFAULT_STATE_DIR,
+    as_json: JsonOption = False,
+) -> None:
+    """Decrypt with the token this host holds now (no new attestation).
+
+    Example: `ta agent workload decrypt secret.ta secret.txt`
+    """
+    _open_workload(source, target, state_dir, attest_first=False, as_json=as_json)
