@@ -75,9 +75,10 @@ def servers(fakes: dict[str, FakeServer]) -> tuple[ProviderServers, KeyServerReg
 def test_the_first_server_answers_while_it_is_up(
         servers: tuple[ProviderServers, KeyServerRegistry], fakes: dict[str, FakeServer]) -> None:
     failover, _ = servers
-    wrapped, used = failover.run("p", [_row("a"), _row("b")],
+    _wrapped, used = failover.run("p", [_row("a"), _row("b")],
                                  lambda s: s.wrap("k", bytes(32), b"aad"))
-    assert used == "a" and fakes["b"].calls == 0
+    assert used == "a"
+    assert fakes["b"].calls == 0
 
 
 def test_a_down_server_hands_over_to_the_next_and_is_marked(
@@ -86,10 +87,14 @@ def test_a_down_server_hands_over_to_the_next_and_is_marked(
     fakes["a"].down = True
     key, used = failover.run("p", [_row("a"), _row("b")],
                              lambda s: s.unwrap("k", bytes(range(32))[::-1] + b"aad", b"aad"))
-    assert used == "b" and key == bytes(range(32))
+    assert used == "b"
+    assert key == bytes(range(32))
     health_a, health_b = registry.last_health("a"), registry.last_health("b")
-    assert health_a is not None and not health_a.healthy and "down" in health_a.detail
-    assert health_b is not None and health_b.healthy
+    assert health_a is not None
+    assert not health_a.healthy
+    assert "down" in health_a.detail
+    assert health_b is not None
+    assert health_b.healthy
 
 
 def test_a_blob_that_does_not_authenticate_is_not_tried_elsewhere(
