@@ -3,7 +3,9 @@ key's holder opens (decrypted here with a software key standing in for the TPM's
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -50,10 +52,8 @@ def test_a_header_in_another_json_spelling_is_refused() -> None:
 
 @given(st.text(max_size=300))
 def test_parsing_never_fails_otherwise(text: str) -> None:
-    try:
+    with contextlib.suppress(WrappedKeyInvalid):
         parse_blob(text)
-    except WrappedKeyInvalid:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -61,17 +61,17 @@ def binding_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def _tpm(key: rsa.RSAPrivateKey) -> object:
+def _tpm(key: rsa.RSAPrivateKey) -> Callable[[bytes], bytes]:
     return lambda encrypted: key.decrypt(encrypted, padding.OAEP(
         mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
 
 
 def test_the_jwe_opens_with_the_binding_key_only(binding_key: rsa.RSAPrivateKey) -> None:
     token = encrypt_to_binding_key(binding_key.public_key(), b'{"key":"secret"}', "jkt")
-    assert decrypt_with_tpm(token, _tpm(binding_key)) == b'{"key":"secret"}'  # type: ignore[arg-type]
+    assert decrypt_with_tpm(token, _tpm(binding_key)) == b'{"key":"secret"}'
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    with pytest.raises(ValueError):  # OAEP refuses: the content key is not for this key
-        decrypt_with_tpm(token, _tpm(other))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Decryption failed"):  # not this key's content key
+        decrypt_with_tpm(token, _tpm(other))
 
 
 def test_an_altered_jwe_is_refused(binding_key: rsa.RSAPrivateKey) -> None:
@@ -83,4 +83,4 @@ def test_an_altered_jwe_is_refused(binding_key: rsa.RSAPrivateKey) -> None:
                           tag)),
                 ".".join((protected, key, iv, ciphertext)), "x" * 9000):
         with pytest.raises(WrappedKeyInvalid):
-            decrypt_with_tpm(bad, _tpm(binding_key))  # type: ignore[arg-type]
+            decrypt_with_tpm(bad, _tpm(binding_key))
