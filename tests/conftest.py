@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.postgres import PostgresCluster, postgres_available
 from tests.support.service import RunningService
+from tests.support.softhsm import SESSION_LABELS, SoftHsm, init_softhsm, softhsm_available
 from trustauthority.agent.swtpm import SoftwareTpm, SoftwareTpmCa, swtpm_available
 
 SwtpmFactory = Callable[[], SoftwareTpm]
@@ -99,3 +100,12 @@ def sqlite_service(tmp_path: Path) -> Iterator[RunningService]:
     yield running
     running.stop()
     running.platform.db.dispose()
+
+
+@pytest.fixture(scope="session")
+def hsm(tmp_path_factory: pytest.TempPathFactory) -> SoftHsm:
+    """The session's SoftHSM2 (one per process: tokens must all exist before it loads)."""
+    if not softhsm_available():
+        pytest.skip("SoftHSM2 is not installed (apt-get install softhsm2)")
+    first, *others = SESSION_LABELS
+    return init_softhsm(tmp_path_factory.mktemp("softhsm"), first, extra_labels=tuple(others))
