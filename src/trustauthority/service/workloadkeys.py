@@ -279,7 +279,7 @@ class WorkloadKeyService:
             raise KeyReleaseRefused("the blob belongs to another workload than the one asked "
                                     "for")
         claims = verify(token, self._jwks(), issuer=self._issuer, now=self._clock())
-        context["token"] = claims.jti
+        context["token_jti"] = claims.jti
         with self._db.session(read_only=True) as session:
             host = session.scalars(select(Host).where(Host.principal_id == caller.principal_id)
                                    ).first()
