@@ -15,6 +15,7 @@ from trustauthority.cli import (
     eventlog,
     host,
     keys,
+    kms,
     principal,
     quote,
     service,
@@ -69,6 +70,7 @@ app.add_typer(host.app, name="host")
 app.add_typer(keys.server_app, name="key-server")
 app.add_typer(keys.provider_app, name="provider")
 app.add_typer(keys.key_app, name="key")
+app.add_typer(kms.app, name="kms")
 app.add_typer(token.app, name="token")
 app.add_typer(eventlog.app, name="eventlog")
 app.add_typer(quote.app, name="quote")
