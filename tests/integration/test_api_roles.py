@@ -23,7 +23,8 @@ PUBLIC = {"/healthz", "/readyz", "/.well-known/jwks.json", "/v1/enrollments",
 #: a placeholder value for every path parameter the API uses
 PATH_VALUES = {"name": "no-such-principal", "token_id": "0123456789abcdef",
                "fingerprint": "ab" * 32, "version": "1", "baseline": "no-such-baseline",
-               "enrollment_id": "no-such-enrollment"}
+               "enrollment_id": "no-such-enrollment", "provider": "no-such-provider",
+               "workload": "no-such-workload"}
 
 
 def _routes() -> list[tuple[str, str, Permission | None]]:

@@ -34,6 +34,7 @@ from trustauthority.errors import (
     KeyReleaseRefused,
     KeyServerUnavailable,
     PermissionDenied,
+    PolicyViolation,
     TokenBindingMismatch,
     WrappedKeyInvalid,
 )
@@ -212,7 +213,7 @@ def test_keys_are_made_only_on_a_granted_provider_by_an_infra_admin(keyed: Keyed
         with pytest.raises(PermissionDenied):  # a trust-admin makes no workload keys
             admin.create_workload_key(WorkloadKeyCreate(provider=keyed.provider,
                                                         workload="vm-9", cluster="prod"))
-    with pytest.raises(PermissionDenied, match="no grant"):
+    with pytest.raises(PolicyViolation, match="no grant"):
         keyed.create_key("vm-9", cluster="dev")
     blob = keyed.create_key("vm-9")
     with keyed.service.client(keyed.fleet.infra_token) as infra:

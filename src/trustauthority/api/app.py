@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -48,8 +49,10 @@ def route_permissions() -> dict[tuple[str, str], Permission | None]:
             required = [dependency.call.permission
                         for dependency in route.dependant.dependencies
                         if isinstance(dependency.call, Requires)]
+            # as the OpenAPI document spells it: `{workload:path}` is `{workload}` there
+            path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)
             for method in route.methods or ():
-                table[(method, API_PREFIX + route.path)] = required[0] if required else None
+                table[(method, API_PREFIX + path)] = required[0] if required else None
     return table
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -120,9 +122,30 @@ def _check_kmip(settings: KmipSettings) -> None:
         raise UsageError("the pinned certificate must be a SHA-256 in lowercase hex")
 
 
-def _check_pkcs11(settings: Pkcs11Settings) -> None:
-    if not settings.module.startswith("/") or "\x00" in settings.module:
+#: where a PKCS#11 module may live: it is loaded into the service's own process, so a
+#: trust-admin may name a vendor's library, never a file someone could have dropped anywhere
+PKCS11_MODULE_DIRS = (Path("/usr/lib"), Path("/usr/lib64"), Path("/usr/local/lib"), Path("/opt"))
+
+
+def _check_pkcs11_module(module: str) -> None:
+    if not module.startswith("/") or "\x00" in module:
         raise UsageError("the PKCS#11 module must be an absolute path to a .so file")
+    try:
+        path = Path(module).resolve(strict=True)
+        info = path.stat()
+    except OSError:
+        raise UsageError(f"no PKCS#11 module at {module[:256]} on the service's machine") \
+            from None
+    if not any(path.is_relative_to(directory) for directory in PKCS11_MODULE_DIRS):
+        raise UsageError("the PKCS#11 module must be installed under "
+                         + ", ".join(str(d) for d in PKCS11_MODULE_DIRS))
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != 0 \
+            or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UsageError("the PKCS#11 module must be a root-owned file no one else can write")
+
+
+def _check_pkcs11(settings: Pkcs11Settings) -> None:
+    _check_pkcs11_module(settings.module)
     if not settings.token_label or len(settings.token_label) > 32:
         raise UsageError("the token label must be 1 to 32 characters (PKCS#11's limit)")
     if not settings.pin:

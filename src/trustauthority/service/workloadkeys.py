@@ -36,6 +36,7 @@ from trustauthority.errors import (
     KeyReleaseRefused,
     NotFound,
     PermissionDenied,
+    PolicyViolation,
     TokenBindingMismatch,
     TokenRejected,
     UsageError,
@@ -158,8 +159,8 @@ class WorkloadKeyService:
             provider_row = find_provider(session, provider)
             cluster_row = find_cluster(session, cluster)
             if session.get(ClusterProviderGrant, (cluster_row.id, provider_row.id)) is None:
-                raise PermissionDenied(f"cluster {cluster} has no grant on provider {provider}: "
-                                       "a trust-admin grants it (cluster grant-provider)")
+                raise PolicyViolation(f"cluster {cluster} has no grant on provider {provider}: "
+                                      "a trust-admin grants it (cluster grant-provider)")
             if session.scalars(select(WorkloadKey.id)
                                .where(WorkloadKey.workload == workload)).first():
                 raise Conflict(f"workload {workload} already has a key")
@@ -284,7 +285,7 @@ class WorkloadKeyService:
             host = session.scalars(select(Host).where(Host.principal_id == caller.principal_id)
                                    ).first()
             if host is None:
-                raise PermissionDenied(f"{caller.name} is not an enrolled host")
+                raise KeyReleaseRefused(f"{caller.name} is not an enrolled host")
             context["host"] = host.name
             if host.binding_key_thumbprint is None or host.binding_key_public is None \
                     or claims.cnf_jkt != host.binding_key_thumbprint:
