@@ -539,6 +539,11 @@ class WorkloadKeyOut(Response):
     created_by: str
     rewrapped_at: datetime | None
     last_released_at: datetime | None
+    state: Literal["active", "superseded"]
+
+
+class KeyRotate(Request):
+    workload: str = WorkloadId
 
 
 class KeyRewrap(Request):

@@ -29,7 +29,7 @@ from trustauthority.agent import simboot
 from trustauthority.agent.keys import fetch_key
 from trustauthority.agent.swtpm import SoftwareTpm, SoftwareTpmCa
 from trustauthority.agent.tpm import AgentTpm
-from trustauthority.agent.workload import decrypt_file, encrypt_file
+from trustauthority.agent.workload import decrypt_file, encrypt_file, rekey_file
 from trustauthority.errors import (
     KeyReleaseRefused,
     KeyServerUnavailable,
@@ -240,6 +240,35 @@ def test_rekey_keeps_old_blobs_open_until_rewrapped_and_retired(keyed: KeyedFlee
         admin.retire_primary_version(keyed.provider, 1)
     with pytest.raises(WrappedKeyInvalid):
         fetch_key(state_dir, old_blob, "vm-3")
+
+
+def test_deep_rekey_moves_the_data_to_a_new_key_and_the_old_one_is_shredded(
+        keyed: KeyedFleet, tmp_path: Path) -> None:
+    blob = keyed.create_key("vm-6")
+    _tpm, state_dir = keyed.trusted_host("web-6")
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"database password: correct horse battery staple")
+    encrypt_file(secret, tmp_path / "secret.ta", workload="vm-6", blob=blob,
+                 kek=fetch_key(state_dir, blob, "vm-6"), cipher="aes-256-gcm")
+    with keyed.service.client(keyed.fleet.infra_token) as infra:
+        old = infra.get_workload_key("vm-6")
+        new = infra.rotate_workload_key("vm-6")
+        states = {key.id: key.state for key in infra.list_workload_keys()}
+    assert states == {old.id: "superseded", new.id: "active"}
+    assert fetch_key(state_dir, new.blob, "vm-6") != fetch_key(state_dir, blob, "vm-6")
+
+    rekey_file(tmp_path / "secret.ta", tmp_path / "secret.v2.ta", blob=new.blob,
+               kek_for=lambda header: fetch_key(state_dir, header.blob, header.workload),
+               new_kek=fetch_key(state_dir, new.blob, "vm-6"))
+    with keyed.service.client(keyed.fleet.infra_token) as infra:
+        infra.delete_workload_key(old.id)  # crypto-shredding: the old copy is gone for good
+    with pytest.raises(WrappedKeyInvalid, match="no workload key"):
+        decrypt_file(tmp_path / "secret.ta", tmp_path / "old",
+                     lambda header: fetch_key(state_dir, header.blob, header.workload))
+    decrypt_file(tmp_path / "secret.v2.ta", tmp_path / "opened",
+                 lambda header: fetch_key(state_dir, header.blob, header.workload))
+    assert (tmp_path / "opened").read_bytes() == secret.read_bytes()
+    assert [entry["target"] for entry in keyed.fleet.audit("key.rotate")] == ["vm-6"]
 
 
 def test_a_stopped_kmip_server_fails_over_then_503_then_recovers(kmip: KeyedFleet) -> None:

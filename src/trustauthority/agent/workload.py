@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 from trustauthority.errors import UsageError, WrappedKeyInvalid
 from trustauthority.files import write_private
+from trustauthority.keyrelease.blob import parse_blob
 
 MAGIC = b"TAWL1\n"
 SECTOR = 4096
@@ -179,3 +180,21 @@ def decrypt_file(source: Path, target: Path, kek_for: Callable[[WorkloadHeader],
                 remaining -= want
                 number += 1
     return header
+
+
+def rekey_file(source: Path, target: Path, *, kek_for: Callable[[WorkloadHeader], bytes],
+               blob: str, new_kek: bytes) -> WorkloadHeader:
+    """Deep rekey on the host: open `source` with its current key, encrypt it into `target`
+    under a fresh data key wrapped by `new_kek` (the workload's new key, `blob`). The plaintext
+    passes through an owner-only file beside `target`, removed whatever happens."""
+    scratch = target.with_name(f".{target.name}.rekey")
+    try:
+        header = decrypt_file(source, scratch, kek_for)
+        if parse_blob(blob).workload != header.workload:
+            raise UsageError(f"the new key belongs to another workload than "
+                             f"{header.workload[:256]}")
+        return encrypt_file(scratch, target, workload=header.workload, blob=blob, kek=new_kek,
+                            cipher="aes-256-gcm" if header.cipher == "aes-256-gcm"
+                            else "aes-256-xts")
+    finally:
+        scratch.unlink(missing_ok=True)

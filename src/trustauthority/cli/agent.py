@@ -298,3 +298,41 @@ def workload_decrypt(
     Example: `ta agent workload decrypt secret.ta secret.txt`
     """
     _open_workload(source, target, state_dir, attest_first=False, as_json=as_json)
+
+
+@workload_app.command("rekey")
+def workload_rekey(
+    source: Annotated[Path, typer.Argument(help="The encrypted workload.")],
+    target: Annotated[Path, typer.Argument(help="Where to write it under the new key.")],
+    blob: Annotated[str, typer.Option(help="The new key's blob (from `key rotate`), or a file.")],
+    state_dir: StateDirOption = agent_host.DEFAULT_STATE_DIR,
+    as_json: JsonOption = False,
+) -> None:
+    """Deep rekey: re-encrypt a workload under its rotated key (both keys by attested release).
+
+    Example: `ta agent workload rekey disk.img.ta disk.img.ta.new --blob vm-42.v2.blob`
+    """
+    from trustauthority.agent.keys import fetch_key
+    from trustauthority.agent.workload import WorkloadHeader, rekey_file
+    from trustauthority.keyrelease.blob import parse_blob
+
+    text = _blob_text(blob, as_json)
+    states = agent_host.StateDir(state_dir)
+
+    def kek_for(header: WorkloadHeader) -> bytes:
+        return fetch_key(states, header.blob, header.workload)
+
+    try:
+        new = parse_blob(text)
+        header = rekey_file(source, target, kek_for=kek_for, blob=text,
+                            new_kek=fetch_key(states, text, new.workload))
+    except TrustAuthorityError as error:
+        target.unlink(missing_ok=True)
+        fail_with(error, as_json=as_json)
+    except OSError as error:
+        target.unlink(missing_ok=True)
+        fail(f"cannot rekey {source}: {error.strerror or error}", as_json=as_json)
+    if as_json:
+        print_json({"workload": header.workload, "target": str(target), "size": header.size})
+    else:
+        console.print(f"workload {header.workload} re-encrypted under its new key into {target}")

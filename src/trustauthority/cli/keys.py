@@ -287,9 +287,11 @@ def cluster_revoke(ctx: typer.Context, cluster: Annotated[str, typer.Argument(he
 
 
 def _key_table(keys: list[WorkloadKeyOut]) -> Table:
-    table = Table("workload", "cluster", "provider", "version", "created", "last released")
+    table = Table("workload", "key id", "state", "cluster", "provider", "version", "created",
+                  "last released")
     for key in keys:
-        table.add_row(key.workload, key.cluster, key.provider, f"v{key.primary_version}",
+        table.add_row(key.workload, key.id, key.state, key.cluster, key.provider,
+                      f"v{key.primary_version}",
                       f"{when(key.created_at)} by {key.created_by}", when(key.last_released_at))
     return table
 
@@ -309,6 +311,25 @@ def key_create(
     request = build(WorkloadKeyCreate, {"provider": provider, "workload": workload,
                                         "cluster": cluster}, as_json)
     key = call(ctx, as_json, lambda client: client.create_workload_key(request))
+    if blob_out is not None:
+        try:
+            blob_out.write_text(key.blob + "\n")
+        except OSError as error:
+            fail(f"cannot write {blob_out}: {error.strerror or error}", as_json=as_json)
+    emit(key, as_json, key.blob)
+
+
+@key_app.command("rotate")
+def key_rotate(
+    ctx: typer.Context,
+    workload: Annotated[str, typer.Argument(help="The workload whose key is replaced.")],
+    blob_out: Annotated[Path | None, typer.Option(
+        "--blob-out", help="Also write the new key's blob to this file.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Deep rekey: a new key for the workload; hosts re-encrypt with `agent workload rekey`,
+    then `ta key delete OLD_KEY_ID`.  Example: `ta key rotate vm-42 --blob-out vm-42.v2.blob`"""
+    key = call(ctx, as_json, lambda client: client.rotate_workload_key(workload))
     if blob_out is not None:
         try:
             blob_out.write_text(key.blob + "\n")
@@ -353,9 +374,10 @@ def key_rewrap(ctx: typer.Context,
 
 @key_app.command("delete")
 def key_delete(ctx: typer.Context,
-               workload: Annotated[str, typer.Argument(help="Workload id (or key id).")],
+               workload: Annotated[str, typer.Argument(
+                   help="A key id, or a workload (its active key).")],
                as_json: Json = False) -> None:
-    """Destroy a workload's key: its data can never be opened again.  Example:
-    `ta key delete vm-42`"""
+    """Destroy a key: data under it can never be opened again.  Example:
+    `ta key delete 5b0e…` (a superseded key after a rotation)"""
     call(ctx, as_json, lambda client: client.delete_workload_key(workload))
     _done(as_json, f"Deleted the key of workload {workload}.")

@@ -56,6 +56,7 @@ from trustauthority.schemas import (
     KeyReleaseIn,
     KeyReleaseOut,
     KeyRewrap,
+    KeyRotate,
     KeyServerHealthOut,
     KeyServerOut,
     KmipServerCreate,
@@ -412,6 +413,10 @@ class TrustAuthorityClient:
 
     def delete_workload_key(self, workload: str) -> None:
         self._send("DELETE", f"/v1/keys/{workload}")
+
+    def rotate_workload_key(self, workload: str) -> WorkloadKeyOut:
+        return self._call(WorkloadKeyOut, "POST", "/v1/keys/rotation",
+                          body=KeyRotate(workload=workload))
 
     def rewrap_keys(self, request: KeyRewrap) -> list[WorkloadKeyOut]:
         return self._list(WorkloadKeyOut, "/v1/keys/rewrap", method="POST", body=request)

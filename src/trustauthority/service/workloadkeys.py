@@ -56,6 +56,7 @@ from trustauthority.store.models import (
     ClusterProviderGrant,
     Host,
     KeyProvider,
+    KeyServerRecord,
     PrimaryKeyVersion,
     WorkloadKey,
 )
@@ -78,6 +79,7 @@ class WorkloadKeyView:
     created_by: str
     rewrapped_at: datetime | None
     last_released_at: datetime | None
+    state: str = "active"
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ class WorkloadKeyService:
         return WorkloadKeyView(row.id, row.workload, cluster.name if cluster else "-",
                                provider.name if provider else "-", row.primary_version,
                                row.blob, row.created_at, row.created_by, row.rewrapped_at,
-                               row.last_released_at)
+                               row.last_released_at, row.state)
 
     def list_all(self, caller: Caller, *, provider: str | None = None,
                  cluster: str | None = None) -> list[WorkloadKeyView]:
@@ -142,12 +144,18 @@ class WorkloadKeyService:
 
     @staticmethod
     def _find(session: Session, workload: str) -> WorkloadKey:
-        row = session.scalars(select(WorkloadKey).where(WorkloadKey.workload == workload)).first()
-        if row is None:
-            row = session.get(WorkloadKey, workload)  # or by key id
+        """A key by its id, or a workload's active key."""
+        row = session.get(WorkloadKey, workload) or session.scalars(
+            select(WorkloadKey).where(WorkloadKey.workload == workload,
+                                      WorkloadKey.state == "active")).first()
         if row is None:
             raise NotFound(f"no key for workload {workload[:256]!r}")
         return row
+
+    @staticmethod
+    def _has_active(session: Session, workload: str) -> bool:
+        return session.scalars(select(WorkloadKey.id).where(
+            WorkloadKey.workload == workload, WorkloadKey.state == "active")).first() is not None
 
     # -- create and rewrap -------------------------------------------------------------------
 
@@ -161,33 +169,71 @@ class WorkloadKeyService:
             if session.get(ClusterProviderGrant, (cluster_row.id, provider_row.id)) is None:
                 raise PolicyViolation(f"cluster {cluster} has no grant on provider {provider}: "
                                       "a trust-admin grants it (cluster grant-provider)")
-            if session.scalars(select(WorkloadKey.id)
-                               .where(WorkloadKey.workload == workload)).first():
-                raise Conflict(f"workload {workload} already has a key")
+            if self._has_active(session, workload):
+                raise Conflict(f"workload {workload} already has a key (`key rotate` makes a "
+                               "new one)")
             version = self._current_version(session, provider_row.id)
             servers = server_rows(session, provider_row.id)
+        return self._make(caller, role, request_id, action="key.create", workload=workload,
+                          provider=provider_row, cluster=cluster_row, version=version,
+                          servers=servers, replaces=None)
+
+    def _make(self, caller: Caller, role: str, request_id: str, *, action: str, workload: str,
+              provider: KeyProvider, cluster: Cluster, version: PrimaryKeyVersion,
+              servers: list[KeyServerRecord], replaces: str | None) -> WorkloadKeyView:
+        """A new KEK, wrapped on a key server, then (and only then) stored as its blob."""
         key_id = str(uuid.uuid4())
         kek = os.urandom(KEY_BYTES)
-        aad = header_aad(key_id, workload, provider_row.id, version.version, provider_row.kind)
+        aad = header_aad(key_id, workload, provider.id, version.version, provider.kind)
         wrapped, server = self._servers.run(
-            provider, servers, lambda s: s.wrap(version.key_id, kek, aad))
-        blob = WrappedKeyBlob(key_id, workload, provider_row.id, version.version,
-                              provider_row.kind, wrapped).encode()
+            provider.name, servers, lambda s: s.wrap(version.key_id, kek, aad))
+        blob = WrappedKeyBlob(key_id, workload, provider.id, version.version,
+                              provider.kind, wrapped).encode()
         with self._db.session() as session:
-            if session.scalars(select(WorkloadKey.id)
-                               .where(WorkloadKey.workload == workload)).first():
-                raise Conflict(f"workload {workload} already has a key")
-            row = WorkloadKey(id=key_id, workload=workload, cluster_id=cluster_row.id,
-                              provider_id=provider_row.id, primary_version=version.version,
-                              blob=blob, created_at=self._clock(), created_by=caller.name)
+            active = session.scalars(select(WorkloadKey).where(
+                WorkloadKey.workload == workload, WorkloadKey.state == "active")).first()
+            if (active.id if active is not None else None) != replaces:
+                raise Conflict(f"the keys of workload {workload} changed meanwhile: try again")
+            if active is not None:
+                active.state = "superseded"
+            row = WorkloadKey(id=key_id, workload=workload, cluster_id=cluster.id,
+                              provider_id=provider.id, primary_version=version.version,
+                              blob=blob, created_at=self._clock(), created_by=caller.name,
+                              state="active")
             session.add(row)
-            self._audit.record(session, principal=caller.name, role=role, action="key.create",
+            details: dict[str, object] = {"key_id": key_id, "provider": provider.name,
+                                          "cluster": cluster.name, "version": version.version,
+                                          "key_server": server}
+            if replaces is not None:
+                details["supersedes"] = replaces
+            self._audit.record(session, principal=caller.name, role=role, action=action,
                                target=workload, outcome="success", request_id=request_id,
-                               details={"key_id": key_id, "provider": provider,
-                                        "cluster": cluster, "version": version.version,
-                                        "key_server": server})
+                               details=details)
             session.flush()
             return self._view(session, row)
+
+    def rotate(self, caller: Caller, request_id: str, workload: str) -> WorkloadKeyView:
+        """Deep rekey, step one: a new key for the workload on the same provider. The previous
+        one is superseded — still released, so hosts can re-encrypt their data under the new
+        one (`agent workload rekey`) — until it is deleted (`key delete KEY_ID`)."""
+        role = authorize(caller, Permission.WORKLOAD_KEY_MANAGE)
+        with self._db.session(read_only=True) as session:
+            current = self._find(session, workload)
+            if current.state != "active":
+                raise Conflict(f"key {current.id} is already superseded")
+            provider_row = session.get(KeyProvider, current.provider_id)
+            cluster_row = session.get(Cluster, current.cluster_id)
+            assert provider_row is not None  # noqa: S101 - a foreign key
+            assert cluster_row is not None  # noqa: S101 - a foreign key
+            if session.get(ClusterProviderGrant, (cluster_row.id, provider_row.id)) is None:
+                raise PolicyViolation(f"cluster {cluster_row.name} has no grant on provider "
+                                      f"{provider_row.name}")
+            version = self._current_version(session, provider_row.id)
+            servers = server_rows(session, provider_row.id)
+        return self._make(caller, role, request_id, action="key.rotate",
+                          workload=current.workload, provider=provider_row,
+                          cluster=cluster_row, version=version, servers=servers,
+                          replaces=current.id)
 
     @staticmethod
     def _current_version(session: Session, provider_id: str) -> PrimaryKeyVersion:

@@ -435,12 +435,14 @@ class ClusterProviderGrant(Base):
 
 class WorkloadKey(Base):
     """A workload's key (KEK): never stored in the clear; `blob` is its wrapped form, the same
-    the workload keeps in its header (so a rewrap can be fetched again)."""
+    the workload keeps in its header (so a rewrap can be fetched again). A workload has one
+    active key; a rotation (deep rekey) leaves the previous one `superseded`, still released
+    so hosts can re-encrypt, until it is deleted."""
 
     __tablename__ = "workload_keys"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    workload: Mapped[str] = mapped_column(String(256), unique=True)
+    workload: Mapped[str] = mapped_column(String(256), index=True)
     cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id"), index=True)
     provider_id: Mapped[str] = mapped_column(ForeignKey("key_providers.id"), index=True)
     primary_version: Mapped[int] = mapped_column(Integer)
@@ -449,3 +451,4 @@ class WorkloadKey(Base):
     created_by: Mapped[str] = mapped_column(String(128))
     rewrapped_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     last_released_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="active")  # active | superseded

@@ -13,6 +13,7 @@ from trustauthority.schemas import (
     KeyReleaseIn,
     KeyReleaseOut,
     KeyRewrap,
+    KeyRotate,
     KeyServerHealthOut,
     KeyServerOut,
     KmipServerCreate,
@@ -81,7 +82,8 @@ def _key_out(view: WorkloadKeyView) -> WorkloadKeyOut:
                           provider=view.provider, primary_version=view.primary_version,
                           blob=view.blob, created_at=view.created_at,
                           created_by=view.created_by, rewrapped_at=view.rewrapped_at,
-                          last_released_at=view.last_released_at)
+                          last_released_at=view.last_released_at,
+                          state=view.state)  # type: ignore[arg-type]
 
 
 # -- key servers --------------------------------------------------------------------------------
@@ -204,6 +206,14 @@ def create_key(request: Request, caller: KeyManager, body: WorkloadKeyCreate) ->
     return _key_out(platform_of(request).workload_keys.create(
         caller, request.state.request_id, provider=body.provider, workload=body.workload,
         cluster=body.cluster))
+
+
+@router.post("/keys/rotation", response_model=WorkloadKeyOut, status_code=201)
+def rotate_key(request: Request, caller: KeyManager, body: KeyRotate) -> WorkloadKeyOut:
+    """Deep rekey: a new key for the workload; the previous one stays released (superseded)
+    until deleted, so hosts can re-encrypt their data under the new one."""
+    return _key_out(platform_of(request).workload_keys.rotate(
+        caller, request.state.request_id, body.workload))
 
 
 @router.post("/keys/rewrap", response_model=list[WorkloadKeyOut])
