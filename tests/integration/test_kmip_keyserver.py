@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -175,15 +176,37 @@ def test_wraps_from_eight_threads_all_unwrap(key_server: KmipKeyServer, primary_
     assert len({blob for blob, _ in results}) == len(keys)
 
 
-def test_credentials_sit_in_an_owner_only_directory_removed_on_close(
-        kms: RunningKms, make_server: ServerFactory) -> None:
+def test_no_copy_of_the_client_key_outlives_a_connect(
+        kms: RunningKms, make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyKMIP reads the credentials from files: they exist, owner-only, only while it connects
+    (a service stopped by a signal must leave no key behind in /tmp)."""
+    seen: list[tuple[int, dict[str, int]]] = []
+    real_mkdtemp = tempfile.mkdtemp
+
+    def watched_mkdtemp(*args: Any, **kwargs: Any) -> str:
+        directory = str(real_mkdtemp(*args, **kwargs))
+        made.append(Path(directory))
+        return directory
+
+    made: list[Path] = []
+    monkeypatch.setattr(tempfile, "mkdtemp", watched_mkdtemp)
+    real_open = ProxyKmipClient.open
+
+    def watched_open(client: Any) -> None:
+        directory = made[-1]
+        seen.append((stat.S_IMODE(directory.stat().st_mode),
+                     {path.name: stat.S_IMODE(path.stat().st_mode)
+                      for path in directory.iterdir()}))
+        real_open(client)
+
+    monkeypatch.setattr(ProxyKmipClient, "open", watched_open)
     server = make_server(kms)
-    directory = server._files
-    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in directory.iterdir()}
-    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
-    assert modes == {"ca.pem": 0o600, "client.pem": 0o600, "client.key": 0o600}
-    server.close()
-    assert not directory.exists()
+    key_id = server.create_primary_key("credentials-test")
+    server.unwrap(key_id, server.wrap(key_id, bytes(32), b"aad"), b"aad")
+    assert seen
+    assert seen[0] == (0o700, {"ca.pem": 0o600, "client.pem": 0o600, "client.key": 0o600})
+    assert made
+    assert not any(directory.exists() for directory in made)
 
 
 # -- trust, both ways ---------------------------------------------------------------------------

@@ -53,6 +53,7 @@ at INFO.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -65,8 +66,7 @@ import ssl
 import tempfile
 import threading
 import time
-import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -157,9 +157,6 @@ class KmipKeyServer:
         _validate(endpoint)
         self.endpoint = endpoint
         self._where = f"{endpoint.host}:{endpoint.port}"
-        self._files = _write_credentials(endpoint)
-        # removes the owner-only copies of the credentials even if close() is never called
-        self._cleanup = weakref.finalize(self, shutil.rmtree, self._files, True)
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue(maxsize=max(1, pool_size))
         self._lock = threading.Lock()
         self._closed = False
@@ -245,7 +242,6 @@ class KmipKeyServer:
                 _close_quietly(self._idle.get_nowait())
             except queue.Empty:
                 break
-        self._cleanup()
 
     # -- one KMIP round trip per blob --------------------------------------------------------
 
@@ -307,22 +303,31 @@ class KmipKeyServer:
 
     def _connect(self) -> Any:
         """A connected client whose server proved the identity we expect; raises
-        `_TRANSPORT_FAILURES` or `_IdentityMismatch`."""
-        files = self._files
-        endpoint = self.endpoint
-        client = ProxyKmipClient(
-            hostname=endpoint.host, port=endpoint.port, cert=str(files / "client.pem"),
-            key=str(files / "client.key"), ca=str(files / "ca.pem"),
-            ssl_version="PROTOCOL_SSLv23", username=endpoint.username,
-            password=endpoint.password, config_file="/dev/null")
-        # read by the proxy when it makes its socket: bounds connect, handshake and reads
-        client.proxy.timeout = endpoint.timeout
+        `_TRANSPORT_FAILURES` or `_IdentityMismatch`.
+
+        A TLS failure is tried once more: a PKCS#11 module loaded in the same process can leave
+        a stale error in OpenSSL's per-thread queue that fails the next handshake once."""
         try:
-            client.open()
-            self._verify_identity(client.proxy.socket)
-        except _CONNECT_FAILURES:
-            _close_quietly(client)
-            raise
+            return self._connect_once()
+        except ssl.SSLError:
+            return self._connect_once()
+
+    def _connect_once(self) -> Any:
+        endpoint = self.endpoint
+        with _credentials(endpoint) as files:
+            client = ProxyKmipClient(
+                hostname=endpoint.host, port=endpoint.port, cert=str(files / "client.pem"),
+                key=str(files / "client.key"), ca=str(files / "ca.pem"),
+                ssl_version="PROTOCOL_SSLv23", username=endpoint.username,
+                password=endpoint.password, config_file="/dev/null")
+            # read by the proxy when it makes its socket: bounds connect, handshake and reads
+            client.proxy.timeout = endpoint.timeout
+            try:
+                client.open()  # the files are read here, and never again by this client
+                self._verify_identity(client.proxy.socket)
+            except _CONNECT_FAILURES:
+                _close_quietly(client)
+                raise
         return client
 
     def _verify_identity(self, tls: ssl.SSLSocket) -> None:
@@ -386,14 +391,19 @@ def _validate(endpoint: KmipEndpoint) -> None:
                           "belong to its certificate")
 
 
-def _write_credentials(endpoint: KmipEndpoint) -> Path:
-    """PyKMIP reads credentials from files: owner-only copies that live as long as the server
-    object (mkdtemp makes the directory 0700)."""
+@contextlib.contextmanager
+def _credentials(endpoint: KmipEndpoint) -> Iterator[Path]:
+    """PyKMIP reads the credentials from files when it connects: owner-only copies (mkdtemp
+    makes the directory 0700) that exist only for that moment, so no copy of the client key
+    outlives a connect, whatever ends the process later."""
     directory = Path(tempfile.mkdtemp(prefix="ta-kmip-"))
-    write_private(directory / "ca.pem", endpoint.ca_pem)
-    write_private(directory / "client.pem", endpoint.cert_pem)
-    write_private(directory / "client.key", endpoint.key_pem)
-    return directory
+    try:
+        write_private(directory / "ca.pem", endpoint.ca_pem)
+        write_private(directory / "client.pem", endpoint.cert_pem)
+        write_private(directory / "client.key", endpoint.key_pem)
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _names_host(certificate: x509.Certificate, host: str) -> bool:
