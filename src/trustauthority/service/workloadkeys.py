@@ -22,6 +22,7 @@ import base64
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from trustauthority.errors import (
     PermissionDenied,
     PolicyViolation,
     TokenBindingMismatch,
+    TokenKeyUnknown,
     TokenRejected,
     UsageError,
     WrappedKeyInvalid,
@@ -60,10 +62,12 @@ from trustauthority.store.models import (
     PrimaryKeyVersion,
     WorkloadKey,
 )
-from trustauthority.token import Jwks, verify
+from trustauthority.token import AttestationClaims, Jwks, verify
 from trustauthority.tpm.public import parse_public
 
 log = logging.getLogger("trustauthority.keys")
+#: how long the JWKS is reused for token checks (retired keys leave it a day after rotation)
+JWKS_CACHE_SECONDS = 30.0
 _WORKLOAD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/@")
 
 
@@ -112,6 +116,7 @@ class WorkloadKeyService:
         self._servers = servers
         self._clock = clock
         self._jwks = jwks
+        self._jwks_cache: tuple[float, Jwks] | None = None
         self._issuer = issuer
 
     # -- views -------------------------------------------------------------------------------
@@ -302,6 +307,20 @@ class WorkloadKeyService:
 
     # -- attested release --------------------------------------------------------------------
 
+    def _verify_token(self, token: str) -> AttestationClaims:
+        """Verify against our JWKS, kept for a while: reading and parsing it from the store cost
+        more than the rest of the token check. A kid we do not know yet (a key rotated on
+        another replica) reloads it once before the token is refused."""
+        now = time.monotonic()
+        cached = self._jwks_cache
+        if cached is None or now - cached[0] > JWKS_CACHE_SECONDS:
+            cached = self._jwks_cache = (now, self._jwks())
+        try:
+            return verify(token, cached[1], issuer=self._issuer, now=self._clock())
+        except TokenKeyUnknown:
+            self._jwks_cache = (now, self._jwks())
+            return verify(token, self._jwks_cache[1], issuer=self._issuer, now=self._clock())
+
     def release(self, caller: Caller, request_id: str, *, blob: str, workload: str,
                 token: str) -> Release:
         """The workload's key, encrypted to the calling host's binding key (module docstring)."""
@@ -325,7 +344,7 @@ class WorkloadKeyService:
         if parsed.workload != workload:
             raise KeyReleaseRefused("the blob belongs to another workload than the one asked "
                                     "for")
-        claims = verify(token, self._jwks(), issuer=self._issuer, now=self._clock())
+        claims = self._verify_token(token)
         context["token_jti"] = claims.jti
         with self._db.session(read_only=True) as session:
             host = session.scalars(select(Host).where(Host.principal_id == caller.principal_id)
