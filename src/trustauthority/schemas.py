@@ -435,7 +435,8 @@ WorkloadId = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.:/@-]+$"
 
 class KmipServerCreate(Request):
     name: str = ObjectName
-    host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:\[\]-]+$")
+    host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.-]+$",
+                      description="an IPv4 address or a DNS name")
     port: int = Field(default=5696, ge=1, le=65535)
     ca_pem: str = Pem
     certificate_pem: str = Pem

@@ -114,7 +114,7 @@ def server_add(
             fail("a KMIP server needs --ca, --cert and --key", as_json=as_json)
         password = _secret(password_file, "password file", as_json)
         request = build(KmipServerCreate, {
-            "name": name, "host": host.strip("[]"), "port": int(port),
+            "name": name, "host": host, "port": int(port),
             "ca_pem": _text(ca, "CA certificate", as_json),
             "certificate_pem": _text(cert, "client certificate", as_json),
             "key_pem": _text(key, "client key", as_json), "username": username,

@@ -16,8 +16,14 @@ no credential appears in an error message.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from trustauthority.errors import ConfigError
 
 #: AES-256: the only primary-key and workload-key size we make or accept
 KEY_BYTES = 32
@@ -40,6 +46,43 @@ class KmipEndpoint:
 
     def __repr__(self) -> str:  # the key and password stay out of logs and tracebacks
         return f"KmipEndpoint({self.host}:{self.port})"
+
+
+#: the longest a silent KMIP server is waited for, and the shortest that makes sense
+TIMEOUT_RANGE = (0.5, 120.0)
+_PIN = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def check_kmip_endpoint(endpoint: KmipEndpoint) -> None:
+    """Everything about an endpoint that can be checked without dialling it; `ConfigError`
+    naming the first problem (the service turns it into a usage error when one is added)."""
+    host = endpoint.host
+    # PyKMIP splits the host on commas (a fail-over list) and dials IPv4 only
+    if not host or len(host) > 253 or any(c in host for c in ", \t\n") or ":" in host:
+        raise ConfigError(f"KMIP host {host[:64]!r} must be one IPv4 address or DNS name")
+    if not 0 < endpoint.port < 65536:
+        raise ConfigError(f"KMIP port {endpoint.port} is not a TCP port")
+    if not TIMEOUT_RANGE[0] <= endpoint.timeout <= TIMEOUT_RANGE[1]:
+        raise ConfigError(f"the KMIP timeout must be between {TIMEOUT_RANGE[0]} and "
+                          f"{TIMEOUT_RANGE[1]:.0f} seconds")
+    if (endpoint.username is None) != (endpoint.password is None):
+        raise ConfigError("give both a KMIP username and password, or neither")
+    if endpoint.pinned_sha256 is not None and not _PIN.fullmatch(endpoint.pinned_sha256):
+        raise ConfigError("the pinned certificate must be a SHA-256 in hex")
+    try:
+        x509.load_pem_x509_certificates(endpoint.ca_pem)
+        certificate = x509.load_pem_x509_certificate(endpoint.cert_pem)
+    except ValueError:
+        raise ConfigError(f"the CA or client certificate for {host}:{endpoint.port} "
+                          "is not PEM") from None
+    try:
+        key = load_pem_private_key(endpoint.key_pem, password=None)
+    except (ValueError, TypeError):
+        raise ConfigError(f"the client key for {host}:{endpoint.port} is not an "
+                          "unencrypted PEM private key") from None
+    if key.public_key() != certificate.public_key():
+        raise ConfigError(f"the client key for {host}:{endpoint.port} does not "
+                          "belong to its certificate")
 
 
 @dataclass(frozen=True)

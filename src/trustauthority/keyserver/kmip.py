@@ -73,7 +73,6 @@ from typing import Any, TypeVar
 from cryptography import x509
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from kmip.core import enums
 from kmip.core import exceptions as kmip_errors
 from kmip.pie import exceptions as pie_errors
@@ -81,7 +80,6 @@ from kmip.pie.client import ProxyKmipClient
 from kmip.services.kmip_protocol import RequestLengthMismatch
 
 from trustauthority.errors import (
-    ConfigError,
     KeyServerUnavailable,
     NotFound,
     UsageError,
@@ -93,6 +91,7 @@ from trustauthority.keyserver import (
     HealthReport,
     KmipEndpoint,
     PrimaryKeyInfo,
+    check_kmip_endpoint,
 )
 
 T = TypeVar("T")
@@ -154,7 +153,7 @@ class KmipKeyServer:
     kind = "kmip"
 
     def __init__(self, endpoint: KmipEndpoint, *, pool_size: int = DEFAULT_POOL_SIZE) -> None:
-        _validate(endpoint)
+        check_kmip_endpoint(endpoint)
         self.endpoint = endpoint
         self._where = f"{endpoint.host}:{endpoint.port}"
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue(maxsize=max(1, pool_size))
@@ -362,33 +361,6 @@ class KmipKeyServer:
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def _validate(endpoint: KmipEndpoint) -> None:
-    host = endpoint.host
-    # PyKMIP splits the host on commas (a fail-over list) and dials IPv4 only
-    if not host or any(c in host for c in ", \t\n") or ":" in host:
-        raise ConfigError(f"KMIP host {host!r} must be one IPv4 address or DNS name")
-    if not 0 < endpoint.port < 65536:
-        raise ConfigError(f"KMIP port {endpoint.port} is not a TCP port")
-    if not endpoint.timeout > 0:
-        raise ConfigError("the KMIP timeout must be positive")
-    if (endpoint.username is None) != (endpoint.password is None):
-        raise ConfigError("give both a KMIP username and password, or neither")
-    try:
-        x509.load_pem_x509_certificates(endpoint.ca_pem)
-        certificate = x509.load_pem_x509_certificate(endpoint.cert_pem)
-    except ValueError:
-        raise ConfigError(f"the CA or client certificate for {endpoint.host}:{endpoint.port} "
-                          "is not PEM") from None
-    try:
-        key = load_pem_private_key(endpoint.key_pem, password=None)
-    except (ValueError, TypeError):
-        raise ConfigError(f"the client key for {endpoint.host}:{endpoint.port} is not an "
-                          "unencrypted PEM private key") from None
-    if key.public_key() != certificate.public_key():
-        raise ConfigError(f"the client key for {endpoint.host}:{endpoint.port} does not "
-                          "belong to its certificate")
 
 
 @contextlib.contextmanager

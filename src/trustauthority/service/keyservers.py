@@ -25,8 +25,20 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from trustauthority.errors import Conflict, KeyServerUnavailable, NotFound, UsageError
-from trustauthority.keyserver import HealthReport, KeyServer, KmipEndpoint, Pkcs11Endpoint
+from trustauthority.errors import (
+    ConfigError,
+    Conflict,
+    KeyServerUnavailable,
+    NotFound,
+    UsageError,
+)
+from trustauthority.keyserver import (
+    HealthReport,
+    KeyServer,
+    KmipEndpoint,
+    Pkcs11Endpoint,
+    check_kmip_endpoint,
+)
 from trustauthority.service.audit import AuditLog
 from trustauthority.service.authz import Caller, Permission, authorize
 from trustauthority.service.names import check_name
@@ -37,34 +49,6 @@ from trustauthority.store.models import KeyProvider, KeyServerRecord, ProviderSe
 KINDS = ("kmip", "pkcs11")
 _SEAL_PURPOSE = "key-server-secrets"
 DEFAULT_TIMEOUT = 5.0
-
-
-@dataclass(frozen=True)
-class KmipSettings:
-    """What `key-server add --kmip` takes (PEM text; the key is secret)."""
-
-    host: str
-    port: int
-    ca_pem: str
-    certificate_pem: str
-    key_pem: str
-    username: str | None = None
-    password: str | None = None
-    pinned_sha256: str | None = None
-    timeout: float = DEFAULT_TIMEOUT
-
-    def __repr__(self) -> str:
-        return f"KmipSettings({self.host}:{self.port})"
-
-
-@dataclass(frozen=True)
-class Pkcs11Settings:
-    module: str
-    token_label: str
-    pin: str
-
-    def __repr__(self) -> str:
-        return f"Pkcs11Settings({self.module}, {self.token_label!r})"
 
 
 @dataclass(frozen=True)
@@ -91,37 +75,6 @@ class HealthEntry:
     at: datetime
 
 
-def _check_certificate(pem: str, what: str) -> x509.Certificate:
-    try:
-        return x509.load_pem_x509_certificate(pem.encode())
-    except ValueError:
-        raise UsageError(f"the {what} is not a PEM certificate") from None
-
-
-def _check_kmip(settings: KmipSettings) -> None:
-    if not settings.host or len(settings.host) > 253 or any(c.isspace() for c in settings.host):
-        raise UsageError("the KMIP host must be a host name or an IP address")
-    if not 0 < settings.port < 65536:
-        raise UsageError("the KMIP port must be between 1 and 65535")
-    if not 0.5 <= settings.timeout <= 120:
-        raise UsageError("the timeout must be between 0.5 and 120 seconds")
-    _check_certificate(settings.ca_pem, "CA certificate")
-    certificate = _check_certificate(settings.certificate_pem, "client certificate")
-    try:
-        key = serialization.load_pem_private_key(settings.key_pem.encode(), password=None)
-    except (ValueError, TypeError):
-        raise UsageError("the client key is not an unencrypted PEM private key") from None
-    ours = key.public_key().public_bytes(serialization.Encoding.DER,
-                                         serialization.PublicFormat.SubjectPublicKeyInfo)
-    theirs = certificate.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if ours != theirs:
-        raise UsageError("the client key does not belong to the client certificate")
-    pin = settings.pinned_sha256
-    if pin is not None and (len(pin) != 64 or any(c not in "0123456789abcdef" for c in pin)):
-        raise UsageError("the pinned certificate must be a SHA-256 in lowercase hex")
-
-
 #: where a PKCS#11 module may live: it is loaded into the service's own process, so a
 #: trust-admin may name a vendor's library, never a file someone could have dropped anywhere
 PKCS11_MODULE_DIRS = (Path("/usr/lib"), Path("/usr/lib64"), Path("/usr/local/lib"), Path("/opt"))
@@ -144,7 +97,7 @@ def _check_pkcs11_module(module: str) -> None:
         raise UsageError("the PKCS#11 module must be a root-owned file no one else can write")
 
 
-def _check_pkcs11(settings: Pkcs11Settings) -> None:
+def _check_pkcs11(settings: Pkcs11Endpoint) -> None:
     _check_pkcs11_module(settings.module)
     if not settings.token_label or len(settings.token_label) > 32:
         raise UsageError("the token label must be 1 to 32 characters (PKCS#11's limit)")
@@ -252,17 +205,23 @@ class KeyServerService:
         self._clock = clock
 
     def add_kmip(self, caller: Caller, request_id: str, name: str,
-                 settings: KmipSettings) -> KeyServerView:
-        _check_kmip(settings)
-        public = {"username": settings.username, "pinned_sha256": settings.pinned_sha256,
-                  "timeout": settings.timeout}
+                 endpoint: KmipEndpoint) -> KeyServerView:
+        try:
+            # the adapter's own check, so nothing is stored that it would refuse when used
+            check_kmip_endpoint(endpoint)
+        except ConfigError as error:
+            raise UsageError(str(error)) from None
+        public = {"username": endpoint.username, "pinned_sha256": endpoint.pinned_sha256,
+                  "timeout": endpoint.timeout}
         return self._add(caller, request_id, name, kind="kmip",
-                         address=f"{settings.host}:{settings.port}", settings=public,
-                         ca_pem=settings.ca_pem, certificate_pem=settings.certificate_pem,
-                         secrets={"key_pem": settings.key_pem, "password": settings.password})
+                         address=f"{endpoint.host}:{endpoint.port}", settings=public,
+                         ca_pem=endpoint.ca_pem.decode(),
+                         certificate_pem=endpoint.cert_pem.decode(),
+                         secrets={"key_pem": endpoint.key_pem.decode(),
+                                  "password": endpoint.password})
 
     def add_pkcs11(self, caller: Caller, request_id: str, name: str,
-                   settings: Pkcs11Settings) -> KeyServerView:
+                   settings: Pkcs11Endpoint) -> KeyServerView:
         _check_pkcs11(settings)
         return self._add(caller, request_id, name, kind="pkcs11", address=settings.module,
                          settings={"token_label": settings.token_label}, ca_pem=None,

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from trustauthority.api.security import Requires, platform_of
-from trustauthority.keyserver import HealthReport
+from trustauthority.keyserver import HealthReport, KmipEndpoint, Pkcs11Endpoint
 from trustauthority.schemas import (
     KeyReleaseIn,
     KeyReleaseOut,
@@ -27,7 +27,7 @@ from trustauthority.schemas import (
     WorkloadKeyOut,
 )
 from trustauthority.service.authz import Caller, Permission
-from trustauthority.service.keyservers import KeyServerView, KmipSettings, Pkcs11Settings
+from trustauthority.service.keyservers import KeyServerView
 from trustauthority.service.providers import PrimaryVersionView, ProviderView
 from trustauthority.service.workloadkeys import WorkloadKeyView
 
@@ -99,9 +99,9 @@ def add_kmip_server(request: Request, caller: ProviderManager,
     """Register a KMIP server: its address, the CA that signs its certificate, and the client
     certificate and key Trust Authority presents (the key and password are stored sealed)."""
     return _server_out(platform_of(request).key_servers.add_kmip(
-        caller, request.state.request_id, body.name, KmipSettings(
-            host=body.host, port=body.port, ca_pem=body.ca_pem,
-            certificate_pem=body.certificate_pem, key_pem=body.key_pem,
+        caller, request.state.request_id, body.name, KmipEndpoint(
+            host=body.host, port=body.port, ca_pem=body.ca_pem.encode(),
+            cert_pem=body.certificate_pem.encode(), key_pem=body.key_pem.encode(),
             username=body.username, password=body.password,
             pinned_sha256=body.pinned_sha256, timeout=body.timeout_seconds)))
 
@@ -112,7 +112,7 @@ def add_pkcs11_server(request: Request, caller: ProviderManager,
     """Register an HSM token by its PKCS#11 module and label (the PIN is stored sealed)."""
     return _server_out(platform_of(request).key_servers.add_pkcs11(
         caller, request.state.request_id, body.name,
-        Pkcs11Settings(module=body.module, token_label=body.token_label, pin=body.pin)))
+        Pkcs11Endpoint(module=body.module, token_label=body.token_label, pin=body.pin)))
 
 
 @router.get("/key-servers/{name}", response_model=KeyServerOut)
