@@ -200,8 +200,8 @@ def whoami(client: httpx.Client, host: SimHost) -> str | None:
     return None
 
 
-def attest(client: httpx.Client, host: SimHost) -> str | None:
-    """One full attestation; None when trusted with a token, else what came back instead."""
+def attestation_result(client: httpx.Client, host: SimHost) -> dict[str, Any]:
+    """One full attestation (challenge, evidence): the service's answer."""
     answer = client.post("/v1/attestation/challenge", headers=host.headers)
     _check(answer, "challenge")
     challenge = answer.json()
@@ -210,7 +210,13 @@ def attest(client: httpx.Client, host: SimHost) -> str | None:
     answer = client.post("/v1/attestation/evidence", content=body,
                          headers={**host.headers, "Content-Type": "application/json"})
     _check(answer, "evidence")
-    result = answer.json()
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+def attest(client: httpx.Client, host: SimHost) -> str | None:
+    """One full attestation; None when trusted with a token, else what came back instead."""
+    result = attestation_result(client, host)
     if result["status"] == "trusted" and result.get("token"):
         return None
     failure = result.get("failure") or {}
@@ -705,10 +711,14 @@ LIBRARIES = (
 )
 
 
-def _library(location: tuple[str, int, str]) -> str:
+Libraries = tuple[tuple[str, tuple[str, ...]], ...]
+Steps = tuple[tuple[str, str, str], ...]
+
+
+def _library(location: tuple[str, int, str], libraries: Libraries = LIBRARIES) -> str:
     filename, _line, function = location
     text = f"{filename}:{function}"
-    for label, patterns in LIBRARIES:
+    for label, patterns in libraries:
         if any(pattern in text for pattern in patterns):
             return label
     return "other (stdlib, builtins)"
@@ -734,48 +744,56 @@ STEPS = (
 )
 
 
-def profile_report(path: Path) -> None:
+def print_profile(path: Path, *, counted: tuple[str, str], unit: str, steps: Steps,
+                  libraries: Libraries = LIBRARIES, top: int = 25) -> None:
+    """Where the profiled server's CPU went, per `unit` (one call of `counted`: a file suffix
+    and a function name): self time by library, inclusive time by step, the top functions."""
     stats = pstats.Stats(str(path))
     raw: StatsTable = stats.stats  # type: ignore[attr-defined]
-    submits = sum(entry[1] for location, entry in raw.items()
-                  if location[0].endswith("service/attestation.py") and location[2] == "submit")
-    if not submits:
-        console.print("[red]the profile holds no attestation[/]")
+    count = sum(entry[1] for location, entry in raw.items()
+                if location[0].endswith(counted[0]) and location[2] == counted[1])
+    if not count:
+        console.print(f"[red]the profile holds no {unit}[/]")
         return
     total = sum(entry[2] for entry in raw.values())
     by_library: dict[str, float] = {}
     for location, entry in raw.items():
-        label = _library(location)
+        label = _library(location, libraries)
         callers = entry[4]
         edges = sum(edge[2] for edge in callers.values())
         if label.startswith("other") and location[0] == "~" and callers and edges > 0:
             # a built-in (str.join, isinstance…) counts for the library that called it
             for caller, edge in callers.items():
-                owner = _library(caller)
+                owner = _library(caller, libraries)
                 by_library[owner] = by_library.get(owner, 0.0) + entry[2] * edge[2] / edges
             continue
         by_library[label] = by_library.get(label, 0.0) + entry[2]
     console.print(f"\n[bold]Server profile[/] ({path}; cProfile with per-thread CPU time, which "
                   "inflates Python-heavy code more than C):\n"
-                  f"  {submits:,} attestations profiled (the measured window only), "
-                  f"{total / submits * 1000:.1f} ms of server CPU per attestation")
-    table = Table("self time, by library", "ms / attestation", "share")
+                  f"  {count:,} {unit}s profiled (the measured window only), "
+                  f"{total / count * 1000:.1f} ms of server CPU per {unit}")
+    table = Table("self time, by library", f"ms / {unit}", "share")
     for label, self_time in sorted(by_library.items(), key=lambda item: -item[1]):
-        table.add_row(label, f"{self_time / submits * 1000:.2f}", f"{self_time / total:.0%}")
+        table.add_row(label, f"{self_time / count * 1000:.2f}", f"{self_time / total:.0%}")
     console.print(table)
-    steps = Table("inclusive time, by step", "calls / att.", "ms / attestation", "share")
-    for label, suffix, function in STEPS:
+    by_step = Table("inclusive time, by step", f"calls / {unit}", f"ms / {unit}", "share")
+    for label, suffix, function in steps:
         calls = 0
         seconds = 0.0
         for location, entry in raw.items():
             if suffix in location[0] and location[2] == function:
                 calls += entry[1]
                 seconds += entry[3]
-        steps.add_row(label, f"{calls / submits:.1f}", f"{seconds / submits * 1000:.2f}",
-                      f"{seconds / total:.0%}")
-    console.print(steps)
-    console.print("  top 25 functions by self time:")
-    stats.sort_stats("tottime").print_stats(25)
+        by_step.add_row(label, f"{calls / count:.1f}", f"{seconds / count * 1000:.2f}",
+                        f"{seconds / total:.0%}")
+    console.print(by_step)
+    console.print(f"  top {top} functions by self time:")
+    stats.sort_stats("tottime").print_stats(top)
+
+
+def profile_report(path: Path) -> None:
+    print_profile(path, counted=("service/attestation.py", "submit"), unit="attestation",
+                  steps=STEPS)
 
 
 # -- reference 2: the pure verification, in process ----------------------------------------------

@@ -59,13 +59,11 @@ the server about 3×, so its rates are not the benchmark's.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import itertools
 import json
 import math
 import os
-import pstats
 import signal
 import ssl
 import sys
@@ -183,16 +181,8 @@ class BenchHost:
 
 
 def attest_token(client: httpx.Client, host: SimHost) -> str:
-    """One full attestation (as `attestation.attest`), returning the token."""
-    answer = client.post("/v1/attestation/challenge", headers=host.headers)
-    _check(answer, "challenge")
-    challenge = answer.json()
-    body = json.dumps(host.evidence_document(base64.b64decode(challenge["nonce"]),
-                                             challenge["pcrs"])).encode()
-    answer = client.post("/v1/attestation/evidence", content=body,
-                         headers={**host.headers, "Content-Type": "application/json"})
-    _check(answer, "evidence")
-    result = answer.json()
+    """One full attestation, returning the token."""
+    result = attestation.attestation_result(client, host)
     if result["status"] != "trusted" or not result.get("token"):
         raise RuntimeError(f"{host.name} was not attested trusted: {result}")
     return str(result["token"])
@@ -735,55 +725,9 @@ STEPS = (
 )
 
 
-def _library(location: tuple[str, int, str]) -> str:
-    text = f"{location[0]}:{location[2]}"
-    for label, patterns in LIBRARIES:
-        if any(pattern in text for pattern in patterns):
-            return label
-    return "other (stdlib, builtins)"
-
-
 def profile_report(path: Path) -> None:
-    stats = pstats.Stats(str(path))
-    raw: attestation.StatsTable = stats.stats  # type: ignore[attr-defined]
-    releases = sum(entry[1] for location, entry in raw.items()
-                   if location[0].endswith("service/workloadkeys.py")
-                   and location[2] == "release")
-    if not releases:
-        console.print("[red]the profile holds no release[/]")
-        return
-    total = sum(entry[2] for entry in raw.values())
-    by_library: dict[str, float] = {}
-    for location, entry in raw.items():
-        label = _library(location)
-        callers = entry[4]
-        edges = sum(edge[2] for edge in callers.values())
-        if label.startswith("other") and location[0] == "~" and callers and edges > 0:
-            for caller, edge in callers.items():  # a built-in counts for its caller's library
-                owner = _library(caller)
-                by_library[owner] = by_library.get(owner, 0.0) + entry[2] * edge[2] / edges
-            continue
-        by_library[label] = by_library.get(label, 0.0) + entry[2]
-    console.print(f"\n[bold]Server profile[/] ({path}; cProfile with per-thread CPU time, which "
-                  f"inflates Python-heavy code more than C):\n  {releases:,} releases profiled, "
-                  f"{total / releases * 1000:.1f} ms of server CPU per release")
-    table = Table("self time, by library", "ms / release", "share")
-    for label, self_time in sorted(by_library.items(), key=lambda item: -item[1]):
-        table.add_row(label, f"{self_time / releases * 1000:.2f}", f"{self_time / total:.0%}")
-    console.print(table)
-    steps = Table("inclusive time, by step", "calls / release", "ms / release", "share")
-    for label, suffix, function in STEPS:
-        calls = 0
-        seconds = 0.0
-        for location, entry in raw.items():
-            if suffix in location[0] and location[2] == function:
-                calls += entry[1]
-                seconds += entry[3]
-        steps.add_row(label, f"{calls / releases:.1f}", f"{seconds / releases * 1000:.2f}",
-                      f"{seconds / total:.0%}")
-    console.print(steps)
-    console.print("  top 20 functions by self time:")
-    stats.sort_stats("tottime").print_stats(20)
+    attestation.print_profile(path, counted=("service/workloadkeys.py", "release"),
+                              unit="release", steps=STEPS, libraries=LIBRARIES, top=20)
 
 
 # -- main -----------------------------------------------------------------------------------------
