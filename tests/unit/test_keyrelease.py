@@ -36,6 +36,10 @@ def test_a_blob_round_trips_and_its_aad_is_what_the_key_server_authenticated() -
                                  "kind": "kmip"}).encode()) + ".AA",
     "tak1." + b64url(json.dumps({"key": "k", "workload": "w", "provider": "p", "version": True,
                                  "kind": "kmip"}).encode()) + ".AA",
+    # a version no column holds would reach the store as an overflow, not a refusal
+    "tak1." + b64url(json.dumps({"key": "k", "workload": "w", "provider": "p", "version": 2**63,
+                                 "kind": "kmip"}, sort_keys=True,
+                                separators=(",", ":")).encode()) + ".AA",
 ])
 def test_anything_but_a_blob_is_refused_as_such(text: str) -> None:
     with pytest.raises(WrappedKeyInvalid):

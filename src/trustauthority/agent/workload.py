@@ -161,6 +161,8 @@ def decrypt_file(source: Path, target: Path, kek_for: Callable[[WorkloadHeader],
         dek = open_dek(header, kek_for(header))
         if header.cipher == "aes-256-gcm":
             body = stream.read(MAX_SECRET + 29)
+            if len(body) < 12 + 16:  # the nonce and the tag, at least
+                raise UsageError("the encrypted workload is truncated")
             try:
                 plain = AESGCM(dek).decrypt(body[:12], body[12:], header.encode())
             except InvalidTag:

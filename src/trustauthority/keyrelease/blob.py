@@ -29,6 +29,8 @@ PREFIX = "tak1"
 MAX_BLOB_CHARS = 4096
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _FIELDS = ("key", "workload", "provider", "version", "kind")
+#: primary key versions are stored as 32-bit integers; a larger one names none of ours
+MAX_VERSION = 2**31 - 1
 
 
 def b64url(data: bytes) -> str:
@@ -89,7 +91,8 @@ def parse_blob(text: str) -> WrappedKeyBlob:
     texts = [header[name] for name in ("key", "workload", "provider", "kind")]
     version = header["version"]
     if not all(isinstance(value, str) and 0 < len(value) <= 256 for value in texts) \
-            or not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            or not isinstance(version, int) or isinstance(version, bool) \
+            or not 1 <= version <= MAX_VERSION:
         raise WrappedKeyInvalid("the blob's header has a field of the wrong type")
     blob = WrappedKeyBlob(key_id=header["key"], workload=header["workload"],
                           provider_id=header["provider"], primary_version=version,

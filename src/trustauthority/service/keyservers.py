@@ -28,7 +28,6 @@ from sqlalchemy.orm import Session
 from trustauthority.errors import (
     ConfigError,
     Conflict,
-    KeyServerUnavailable,
     NotFound,
     UsageError,
 )
@@ -308,7 +307,3 @@ class KeyServerService:
                                         "detail": report.detail[:300]})
         return report
 
-
-def unavailable(name: str, error: KeyServerUnavailable) -> str:
-    """One line for the failover log and the health table."""
-    return f"{name}: {error}"[:300]

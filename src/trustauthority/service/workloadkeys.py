@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import os
 import time
 import uuid
@@ -65,7 +64,6 @@ from trustauthority.store.models import (
 from trustauthority.token import AttestationClaims, Jwks, verify
 from trustauthority.tpm.public import parse_public
 
-log = logging.getLogger("trustauthority.keys")
 #: how long the JWKS is reused for token checks (retired keys leave it a day after rotation)
 JWKS_CACHE_SECONDS = 30.0
 _WORKLOAD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/@")
