@@ -14,6 +14,7 @@ holds a lock in the store.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
@@ -153,7 +154,8 @@ class ProviderService:
 
     # -- views -------------------------------------------------------------------------------
 
-    def _view(self, session: Session, row: KeyProvider, *, live: bool = False) -> ProviderView:
+    def _view(self, session: Session, row: KeyProvider) -> ProviderView:
+        """The provider with each server's health as last seen by this replica."""
         counts = dict(session.execute(
             select(WorkloadKey.primary_version, func.count()).where(
                 WorkloadKey.provider_id == row.id).group_by(WorkloadKey.primary_version)).all())
@@ -165,7 +167,7 @@ class ProviderService:
             select(Cluster.name).join(ClusterProviderGrant,
                                       ClusterProviderGrant.cluster_id == Cluster.id)
             .where(ClusterProviderGrant.provider_id == row.id).order_by(Cluster.name)))
-        servers = tuple(self.servers.health(server, live=live)
+        servers = tuple(self.servers.health(server, live=False)
                         for server in server_rows(session, row.id))
         return ProviderView(row.id, row.name, row.kind, row.description, servers, versions,
                             clusters, row.created_at, row.created_by)
@@ -180,7 +182,12 @@ class ProviderService:
         """The provider, with each server checked now (`live`) or as last seen."""
         authorize(caller, Permission.TRUST_READ)
         with self._db.session(read_only=True) as session:
-            return self._view(session, find_provider(session, name), live=live)
+            row = find_provider(session, name)
+            view, servers = self._view(session, row), server_rows(session, row.id)
+        if live:  # the checks dial the servers: outside the transaction
+            view = dataclasses.replace(view, servers=tuple(
+                self.servers.health(server, live=True) for server in servers))
+        return view
 
     # -- changes -----------------------------------------------------------------------------
 
