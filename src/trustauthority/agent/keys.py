@@ -46,7 +46,7 @@ def current_token(state_dir: StateDir, *, attest_if_needed: bool,
         result = attest(state_dir, event_log=event_log)
         if result.token is None:
             detail = result.failure.detail if result.failure else result.status
-            raise KeyReleaseRefused(f"this host is not trusted: {detail}")
+            raise KeyReleaseRefused(f"attestation did not pass, so no key: {detail}")
         token = result.token
     if token is None:
         raise KeyReleaseRefused("this host holds no attestation token: run `agent attest`")

@@ -1,8 +1,9 @@
-"""`trustauthority demo`: the guided walk-through on real parts (a software TPM), with Rich output.
+"""`trustauthority demo`: the whole product on real parts, or the evidence checks alone.
 
-Today it tells the evidence story end to end: a TPM with an EK certificate from a TPM CA, an AK
-proven to live beside that EK, a measured boot, a quote checked with its event log, and the
-attacks the verifier refuses. Every step asserts its outcome; a wrong outcome fails the demo.
+`ta demo` starts the service, the embedded KMIP server and three software-TPM hosts and walks
+through what a security team and an infrastructure team do (see `demo_fleet`);
+`ta demo --evidence-only` shows the quote and event-log checks on one TPM without a service
+(see `demo_evidence`). Every step asserts its outcome; a wrong outcome fails the demo.
 """
 
 from __future__ import annotations
@@ -11,58 +12,118 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from cryptography import x509
 from rich.panel import Panel
-from rich.table import Table
 
-from trustauthority.agent import simboot
 from trustauthority.agent.swtpm import SoftwareTpm, SoftwareTpmCa, swtpm_available
-from trustauthority.agent.tpm import AgentTpm
+from trustauthority.cli.demo_evidence import run_evidence_demo
+from trustauthority.cli.demo_fleet import (
+    INFRA_PROFILE,
+    PIDS_FILE,
+    TRUST_PROFILE,
+    FleetDemo,
+    prepare_data_dir,
+)
+from trustauthority.cli.demo_steps import DemoFailure
 from trustauthority.cli.output import EXIT_UNAVAILABLE, console, fail, fail_with
-from trustauthority.errors import EvidenceError, TrustAuthorityError
-from trustauthority.eventlog import parse_event_log, replay
-from trustauthority.tpm import TPM_RH_ENDORSEMENT, hierarchy_qualified_name, make_credential
-from trustauthority.tpm.public import parse_tpm2b_public
-from trustauthority.verify import (
-    VerifiedEvidence,
-    VerifiedQuote,
-    verify_evidence,
-    verify_quote,
-)
-from trustauthority.verify.ekcert import (
-    check_ak_attributes,
-    ek_matches_certificate,
-    load_certificate,
-    verify_ek_certificate,
-)
-
-#: the PCRs a boot policy looks at: firmware, boot config, boot manager, Secure Boot, GRUB
-QUOTED_PCRS = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)
-_REAL_LOG = Path("../shared/testdata/eventlogs/arch-linux.bin")
+from trustauthority.cli.processes import record_pids, stop_recorded
+from trustauthority.errors import TrustAuthorityError
 
 
-class DemoFailure(Exception):
-    """A step did not have the outcome it must have."""
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "trustauthority" / "demo"
 
 
 def demo(
     data_dir: Annotated[Path | None, typer.Option(
-        help="Keep the software TPM and its files here (default: a temporary directory).")] = None,
+        "--data-dir", "-d", show_default=False,
+        help="Where the demo keeps the service, key server and hosts (default: "
+             "~/.local/share/trustauthority/demo; a previous demo's directory is replaced).")]
+    = None,
+    keep_running: Annotated[bool, typer.Option(
+        "--keep-running", help="Leave the service, key server and software TPMs up afterwards "
+                               "(`ta demo --stop` ends them).")] = False,
+    stop: Annotated[bool, typer.Option(
+        "--stop", help="Stop what a `--keep-running` demo left up, then exit.")] = False,
+    evidence_only: Annotated[bool, typer.Option(
+        "--evidence-only", help="Only the quote and event-log checks, on one software TPM, "
+                                "without a service.")] = False,
 ) -> None:
-    """Run the guided demo on a fresh software TPM.
+    """Run the guided demo: two roles, three TPM hosts, attestation and attested key release.
 
-    Example: `ta demo` (or `make demo`).
+    Everything is real: the service over HTTPS on SQLite, PyKMIP's KMIP server, software TPMs.
+    It takes about a minute and leaves its data dir for exploring with the CLI.
+
+    Example: `ta demo` (or `make demo`); `ta demo --keep-running`, later `ta demo --stop`
     """
+    root = (data_dir or default_data_dir()).resolve()
+    if stop:
+        stopped = stop_recorded(root / PIDS_FILE)
+        console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+        return
     if not swtpm_available():
         fail("swtpm is not installed: run scripts/bootstrap (Debian packages swtpm, swtpm-tools)",
              EXIT_UNAVAILABLE)
+    if evidence_only:
+        _evidence_demo(data_dir)
+        return
+    _fleet_demo(root, keep_running)
+
+
+def _fleet_demo(root: Path, keep_running: bool) -> None:
+    started = time.monotonic()
+    console.print(Panel.fit(
+        "[bold]Trust Authority — the demo[/]\n"
+        "A security team decides what trusted means; hosts prove it with their TPMs; keys\n"
+        "are released only to hosts trusted right now. Real service (HTTPS), real KMIP server,\n"
+        "three hosts with software TPMs (swtpm) standing in for TPM 2.0 chips.",
+        border_style="cyan"))
+    try:
+        prepare_data_dir(root)
+    except DemoFailure as failure:
+        fail(str(failure))
+    fleet = FleetDemo(root)
+    left_running = False
+    try:
+        fleet.run()
+        summary = fleet.write_summary(time.monotonic() - started)
+        if keep_running:
+            record_pids(root / PIDS_FILE, fleet.pids())
+            left_running = True
+    except DemoFailure as failure:
+        fail(f"demo step failed: {failure}", 1)
+    except TrustAuthorityError as error:
+        fail_with(error)
+    finally:
+        if not left_running:
+            fleet.stop()
+    elapsed = time.monotonic() - started
+    lines = [
+        f"[bold green]Every step behaved as it must[/] in {elapsed:.0f} s.",
+        "  2 hosts trusted, 1 untrusted with the reason; the key released only to trusted",
+        "  hosts; a stolen token and a host that turned untrusted were refused; audit intact.",
+        f"Data: {root}  (summary: {summary.name})",
+    ]
+    if left_running:
+        lines += [f"Still running: service {fleet.url}, KMIP server :{fleet.kms_port}, "
+                  f"{len(fleet.hosts)} software TPMs.",
+                  f"Explore: ta --profile {TRUST_PROFILE} host list   "
+                  f"(bob: --profile {INFRA_PROFILE})",
+                  f"Stop:    ta demo --stop --data-dir {root}"]
+    else:
+        lines += ["Everything it started is stopped. To explore, start the service again:",
+                  f"  ta serve --data-dir {root / 'service'} &",
+                  f"  ta --profile {TRUST_PROFILE} host list      (alice, trust-admin)",
+                  f"  ta --profile {INFRA_PROFILE} key list       (bob, infra-admin)",
+                  f"  ta --profile {TRUST_PROFILE} audit list"]
+    console.print(Panel.fit("\n".join(lines), border_style="green"), highlight=False)
+
+
+def _evidence_demo(data_dir: Path | None) -> None:
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="ta-demo-")) if data_dir is None else data_dir
     workdir.mkdir(parents=True, exist_ok=True)
@@ -72,7 +133,7 @@ def demo(
         border_style="cyan"))
     tpm = SoftwareTpm(workdir / "host-1", SoftwareTpmCa(workdir / "tpm-ca"))
     try:
-        _run(tpm)
+        run_evidence_demo(tpm)
     except DemoFailure as failure:
         fail(f"demo step failed: {failure}", 1)
     except TrustAuthorityError as error:
@@ -85,179 +146,6 @@ def demo(
         f"[bold green]All steps behaved as they must[/] in {time.monotonic() - started:.1f} s.\n"
         "Next: `ta eventlog show FILE`, `ta eventlog replay FILE --json`, "
         "`ta quote verify --help`.", border_style="green"))
-
-
-@contextmanager
-def _step(title: str) -> Iterator[None]:
-    console.rule(f"[bold cyan]{title}")
-    yield
-
-
-def _ok(message: str) -> None:
-    console.print(f"  [green]✓[/] {message}")
-
-
-def _refused(message: str, error: Exception) -> None:
-    kind = getattr(error, "error_type", type(error).__name__)
-    console.print(f"  [red]✗[/] {message}\n    [dim]refused ({kind}):[/] {error}")
-
-
-def _expect_refusal(message: str, error_type: type[EvidenceError], action: Callable[[], object],
-                    ) -> EvidenceError:
-    try:
-        action()
-    except error_type as error:
-        _refused(message, error)
-        return error
-    raise DemoFailure(f"{message}: the verifier accepted it")
-
-
-def _run(tpm: SoftwareTpm) -> None:
-    with _step("1. A host's TPM, with an EK certificate from its manufacturer's CA"):
-        with console.status("provisioning a software TPM (EK certificates from a local TPM CA)"):
-            tpm.provision()
-            tpm.start()
-        trusted_cas = [load_certificate(pem) for pem in tpm.ca.certificates()]
-        _ok(f"software TPM running ({tpm.tcti})")
-
-    with AgentTpm(tpm.tcti) as agent:
-        raw_cert = agent.ek_certificate("rsa")
-        if raw_cert is None:
-            raise DemoFailure("the TPM has no RSA EK certificate")
-        ek_cert = load_certificate(raw_cert)
-        chain = verify_ek_certificate(ek_cert, trusted_cas, at=datetime.now(UTC))
-        ek = parse_tpm2b_public(agent.ek_public("rsa"))
-        ek_matches_certificate(ek, ek_cert)
-        _ok("EK certificate chains to the trusted TPM CA: EK → "
-            + " → ".join(_cn(cert) for cert in chain[1:]))
-        _ok("the EK in the TPM is the key its certificate certifies")
-        _expect_refusal("the same certificate against an unrelated CA list", EvidenceError,
-                        lambda: verify_ek_certificate(ek_cert, [], at=datetime.now(UTC)))
-
-        with _step("2. An attestation key, proven to live in the same TPM (MakeCredential)"):
-            ak_info = agent.create_ak("ecc", ek_kind="rsa")
-            ak = parse_tpm2b_public(ak_info.public)
-            check_ak_attributes(ak)
-            _ok("AK is an ECC P-256 restricted signing key, fixedTPM, fixedParent")
-            secret = os.urandom(32)
-            credential = make_credential(ek, ak.name, secret)
-            if agent.activate_credential(ak_info, credential.credential_blob,
-                                         credential.encrypted_secret) != secret:
-                raise DemoFailure("ActivateCredential returned another secret")
-            _ok("the TPM decrypted our MakeCredential challenge: the AK sits beside the EK")
-            ek_qualified = ek.qualified_name(hierarchy_qualified_name(TPM_RH_ENDORSEMENT))
-            ak_qualified = ak.qualified_name(ek_qualified)
-
-        with _step("3. Measured boot: firmware, Secure Boot, shim, GRUB, kernel, initrd"):
-            events, raw_log = simboot.boot_log(simboot.GOLDEN_IMAGE)
-            for pcr, digests in simboot.extends(events, ("sha1", "sha256")):
-                agent.pcr_extend(pcr, digests)
-            log = parse_event_log(raw_log)
-            _ok(f"{len(log.events)} events measured into PCRs 0-9 and written to the event log")
-
-        with _step("4. Challenge and quote: the verifier checks everything"):
-            nonce = os.urandom(32)
-            quote = agent.quote(ak_info, nonce, QUOTED_PCRS)
-            values = {"sha256": quote.pcr_values}
-            verified = verify_quote(ak=ak, raw_attest=quote.attest,
-                                    raw_signature=quote.signature, expected_nonce=nonce,
-                                    unverified_pcr_values=values,
-                                    expected_qualified_signer=ak_qualified)
-            evidence = verify_evidence(verified, log)
-            _ok("quote: TPM-generated, signed by the enrolled AK, fresh nonce, PCR selection "
-                "and digest match")
-            _ok(f"event log replays to the quoted PCRs {sorted(evidence.confirmed_pcrs)}")
-            _show_evidence(evidence)
-
-        with _step("5. Attacks the verifier refuses"):
-            _expect_refusal("a replayed quote (an old nonce)", EvidenceError, lambda: verify_quote(
-                ak=ak, raw_attest=quote.attest, raw_signature=quote.signature,
-                expected_nonce=os.urandom(32), unverified_pcr_values=values))
-            relabelled = dict(quote.pcr_values)
-            relabelled[10] = relabelled.pop(9)
-            _expect_refusal("PCR values relabelled (PCR 9's value offered as PCR 10)",
-                            EvidenceError, lambda: verify_quote(
-                                ak=ak, raw_attest=quote.attest, raw_signature=quote.signature,
-                                expected_nonce=nonce, unverified_pcr_values={"sha256": relabelled}))
-            flipped = bytearray(quote.attest)
-            flipped[-40] ^= 1
-            _expect_refusal("one bit flipped in the signed attestation", EvidenceError,
-                            lambda: verify_quote(
-                                ak=ak, raw_attest=bytes(flipped), raw_signature=quote.signature,
-                                expected_nonce=nonce, unverified_pcr_values=values))
-            other_ak = parse_tpm2b_public(agent.create_ak("ecc", ek_kind="rsa").public)
-            _expect_refusal("the quote checked against another AK", EvidenceError,
-                            lambda: verify_quote(
-                                ak=other_ak, raw_attest=quote.attest,
-                                raw_signature=quote.signature, expected_nonce=nonce,
-                                unverified_pcr_values=values))
-            trimmed = parse_event_log(raw_log[: log.events[-1].offset])
-            _expect_refusal("an event log with its last event (the kernel) removed",
-                            EvidenceError, lambda: verify_evidence(verified, trimmed))
-
-        with _step("6. The host reboots into a kernel nobody approved"):
-            tpm.reboot()
-            bad_events, bad_log = simboot.boot_log(simboot.MODIFIED_KERNEL_IMAGE)
-            for pcr, digests in simboot.extends(bad_events, ("sha1", "sha256")):
-                agent.pcr_extend(pcr, digests)
-            nonce2 = os.urandom(32)
-            quote2 = agent.quote(ak_info, nonce2, QUOTED_PCRS)
-            verified2 = verify_quote(ak=ak, raw_attest=quote2.attest,
-                                     raw_signature=quote2.signature, expected_nonce=nonce2,
-                                     unverified_pcr_values={"sha256": quote2.pcr_values},
-                                     previous_clock=verified.clock_info)
-            if not verified2.rebooted:
-                raise DemoFailure("the reboot was not detected")
-            _ok(f"reboot detected: resetCount {verified.clock_info.reset_count} → "
-                f"{verified2.clock_info.reset_count}")
-            _expect_refusal("the host presents the golden event log for its new boot",
-                            EvidenceError, lambda: verify_evidence(verified2, log))
-            evidence2 = verify_evidence(verified2, parse_event_log(bad_log))
-            _ok("its true log verifies, and shows what changed (a policy will refuse it):")
-            _show_kernel_difference(evidence, evidence2)
-
-    with _step("7. A real firmware event log"):
-        _show_real_log()
-
-
-def _cn(certificate: x509.Certificate) -> str:
-    names = certificate.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    return str(names[0].value) if names else certificate.subject.rfc4514_string() or "(TPM)"
-
-
-def _show_evidence(evidence: VerifiedEvidence) -> None:
-    quote: VerifiedQuote = evidence.quote
-    table = Table("PCR", "sha256 value", "what the log says was measured", show_lines=False)
-    for pcr, value in sorted(quote.pcr_values["sha256"].items()):
-        described = [event.describe() for event in evidence.verified_events
-                     if event.pcr == pcr and event.type_name != "EV_SEPARATOR"]
-        summary = "; ".join(described[:2]) + (" …" if len(described) > 2 else "")
-        table.add_row(str(pcr), value.hex()[:16] + "…", summary[:70] or "[dim](separator only)")
-    console.print(table)
-
-
-def _show_kernel_difference(good: VerifiedEvidence, bad: VerifiedEvidence) -> None:
-    good_events = {(e.pcr, e.describe()): e for e in good.verified_events}
-    for event in bad.verified_events:
-        before = good_events.get((event.pcr, event.describe()))
-        if before is not None and before.digests["sha256"] != event.digests["sha256"]:
-            console.print(f"    PCR {event.pcr} [bold]{event.describe()}[/]: "
-                          f"expected {before.digests['sha256'].hex()[:16]}…, "
-                          f"got [red]{event.digests['sha256'].hex()[:16]}…[/]")
-
-
-def _show_real_log() -> None:
-    if not _REAL_LOG.exists():
-        console.print("  [dim](no shared test logs beside the project; skipped)[/]")
-        return
-    log = parse_event_log(_REAL_LOG.read_bytes())
-    pcrs = replay(log)
-    secure_boot = next((event.describe() for event in log.events
-                        if "SecureBoot" in event.describe()), "SecureBoot not measured")
-    _ok(f"{_REAL_LOG.name}: {len(log.events)} events, banks {', '.join(log.banks)}; "
-        f"{secure_boot}")
-    _ok(f"replayed PCR 7 (sha256) = {pcrs['sha256'][7].hex()[:32]}…  "
-        "(`ta eventlog show` lists every event)")
 
 
 __all__ = ["demo"]

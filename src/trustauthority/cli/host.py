@@ -31,7 +31,7 @@ _STATE_STYLE = {"trusted": "green", "untrusted": "red", "stale": "yellow", "pend
                 "enrolled": "cyan"}
 
 
-def _host_table(hosts: list[HostOut]) -> Table:
+def host_table(hosts: list[HostOut]) -> Table:
     table = Table("name", "state", "cluster", "last attestation", "reason")
     for host in hosts:
         style = _STATE_STYLE.get(host.state, "")
@@ -77,7 +77,7 @@ def _token_table(tokens: list[JoinTokenOut]) -> Table:
 def host_list(ctx: typer.Context, as_json: Json = False) -> None:
     """List hosts and their trust state.  Example: `ta host list`"""
     hosts = call(ctx, as_json, lambda client: client.list_hosts())
-    emit(hosts, as_json, _host_table(hosts))
+    emit(hosts, as_json, host_table(hosts))
 
 
 @app.command("show")
@@ -104,7 +104,7 @@ def host_approve(ctx: typer.Context, name: HostName,
     `ta host approve web-01 --cluster prod`"""
     request = build(HostApprove, {"cluster": cluster}, as_json)
     host = call(ctx, as_json, lambda client: client.approve_host(name, request))
-    emit(host, as_json, _host_table([host]))
+    emit(host, as_json, host_table([host]))
 
 
 @app.command("remove")
