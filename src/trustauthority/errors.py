@@ -42,7 +42,8 @@ messages and exit codes, and the API (later) maps them to HTTP in one place::
     ├── WrappedKeyInvalid             a wrapped-key blob that does not open: altered, or not ours
     └── UsageError                    a caller (CLI user, API client) asked for something invalid
         ├── NotFound                  the named object does not exist (HTTP 404)
-        └── Conflict                  the request contradicts the stored state (HTTP 409)
+        ├── Conflict                  the request contradicts the stored state (HTTP 409)
+        └── BackupInvalid             a backup that does not open with the key given, or altered
 
 Security decisions raise; nothing returns ``False`` for "not verified".
 """
@@ -232,6 +233,12 @@ class NotFound(UsageError):
 
 class Conflict(UsageError):
     error_type = "conflict"
+
+
+class BackupInvalid(UsageError):
+    """A backup file that is not one, was made with another key, or was altered or cut."""
+
+    error_type = "backup_invalid"
 
 
 # --- attestation tokens (trustauthority.token) -------------------------------------------------

@@ -10,6 +10,7 @@ from trustauthority import __version__
 from trustauthority.cli import (
     agent,
     audit,
+    backup,
     baseline,
     demo,
     eventlog,
@@ -61,6 +62,7 @@ app.command("login")(service.login)
 app.command("whoami")(principal.whoami)
 app.add_typer(principal.app, name="principal")
 app.add_typer(audit.app, name="audit")
+app.add_typer(backup.app, name="backup")
 app.add_typer(trust.tpm_ca_app, name="tpm-ca")
 app.add_typer(trust.ek_app, name="ek")
 app.add_typer(trust.settings_app, name="tpm-settings")

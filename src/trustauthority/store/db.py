@@ -134,6 +134,10 @@ class Database:
             raise BackendUnavailable(
                 f"cannot migrate {self.display_url}: {type(error).__name__}: {error}") from None
 
+    def schema_head(self) -> str:
+        """The revision this version of the code migrates to."""
+        return str(ScriptDirectory.from_config(self._alembic(None)).get_current_head())
+
     def schema_is_current(self) -> bool:
         script = ScriptDirectory.from_config(self._alembic(None))
         with self.engine.connect() as connection:
