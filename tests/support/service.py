@@ -31,15 +31,26 @@ def free_port() -> int:
 
 class RunningService:
     def __init__(self, data_dir: Path, database_url: str | None) -> None:
+        port = free_port()
+        result = initialise(data_dir, database_url=database_url, listen_port=port)
+        self._serve(data_dir, port, result.admin_token, result.ca_file)
+
+    @classmethod
+    def existing(cls, data_dir: Path, *, port: int, admin_token: str) -> RunningService:
+        """Serve a data dir made otherwise (a restored backup) on `port`; start() it."""
+        service = cls.__new__(cls)
+        service._serve(data_dir, port, admin_token, data_dir / "tls" / "ca.pem")
+        return service
+
+    def _serve(self, data_dir: Path, port: int, admin_token: str, ca_file: Path) -> None:
         self.data_dir = data_dir
-        self.port = free_port()
-        result = initialise(data_dir, database_url=database_url, listen_port=self.port)
-        self.admin_token = result.admin_token
-        self.ca_file = result.ca_file
+        self.port = port
+        self.admin_token = admin_token
+        self.ca_file = ca_file
         self.url = f"https://127.0.0.1:{self.port}"
         self.server: uvicorn.Server
         self.platform: Platform
-        self.server, self.platform = build_server(ServeOptions(data_dir))
+        self.server, self.platform = build_server(ServeOptions(data_dir, port=port))
         self._thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> RunningService:
