@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from tpm2_pytss import ESYS_TR
 from typer.testing import CliRunner
 
 from tests.conftest import SwtpmFactory
@@ -206,6 +207,40 @@ def test_a_good_host_enrolls_attests_and_holds_a_token_bound_to_its_tpm(any_flee
     with (pytest.raises(AuthenticationFailed),
           fleet.service.client(old_credential) as client):
         client.challenge()
+    assert agent.attest(again).status == "trusted"
+
+
+def test_a_revoked_host_does_not_enroll_itself_back_into_its_cluster(fleet: Fleet) -> None:
+    tpm, log = fleet.boot()
+    state_dir = fleet.enroll(tpm, log, name="gone")
+    host_id = state_dir.load().host_id
+    with fleet.service.admin() as admin:
+        admin.revoke_principal(host_id)
+    # the same TPM enrolls again without a join token: it is known, but waits for approval
+    again = fleet.enroll(tpm, log, with_join_token=False, name="gone")
+    with fleet.service.admin() as admin:
+        host = admin.get_host("gone")
+    assert host.state == "pending"
+    assert host.cluster is None
+    with pytest.raises(Conflict, match="pending"):
+        agent.attest(again)
+
+
+def test_a_cleared_tpm_recovers_by_enrolling_again(fleet: Fleet) -> None:
+    tpm, log = fleet.boot()
+    state_dir = fleet.enroll(tpm, log, name="cleared")
+    assert agent.attest(state_dir).status == "trusted"
+    # TPM2_Clear (platform hierarchy, as firmware does) resets clock and counters to zero
+    tpm.reboot()
+    with AgentTpm(tpm.tcti) as agent_tpm:
+        agent_tpm._ectx.clear(ESYS_TR.PLATFORM)
+    with AgentTpm(tpm.tcti) as agent_tpm:
+        events, raw_log = simboot.boot_log(simboot.GOLDEN_IMAGE)
+        for pcr, digests in simboot.extends(events, ("sha1", "sha256")):
+            agent_tpm.pcr_extend(pcr, digests)
+    log.write_bytes(raw_log)
+    # its keys are gone; enrolling again (a new AK) starts a new clock history
+    again = fleet.enroll(tpm, log, name="cleared")
     assert agent.attest(again).status == "trusted"
 
 

@@ -378,6 +378,10 @@ class HostService:
             action = "host.enroll"
         else:
             principal = session.get_one(Principal, host.principal_id)
+            if principal.revoked_at is not None and cluster_id is None:
+                # a revoked host does not let itself back in: it waits for a join token or
+                # an infra-admin's approval like a new one
+                host.cluster_id = None
             principal.revoked_at = None
             # a re-enrolled host gets a new credential; the old ones stop working
             session.execute(update(ApiToken).where(ApiToken.principal_id == principal.id,
@@ -385,6 +389,9 @@ class HostService:
                             .values(revoked_at=now))
             if cluster_id is not None:
                 host.cluster_id = cluster_id
+            # a new AK starts a new clock history: after a TPM clear (the way to recover from
+            # one is to enroll again) clock and counters restart from zero
+            host.last_clock = host.last_reset_count = host.last_restart_count = None
             host.enrolled_at = now
             # a new AK: the binding key must be certified by it again
             host.binding_key_public = None
