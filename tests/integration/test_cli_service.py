@@ -163,3 +163,19 @@ def test_serve_with_several_workers_spreads_requests_and_stops_them_all(tmp_path
     assert code == 0, output
     assert output.count("Finished server process") == 2
     assert "Traceback" not in output
+
+
+def test_a_service_listening_on_every_address_names_a_dialable_issuer(tmp_path: Path) -> None:
+    from trustauthority.service.config import load_config
+    from trustauthority.service.setup import initialise
+
+    initialise(tmp_path / "any", listen_host="0.0.0.0", listen_port=9443,  # noqa: S104
+               hostnames=("ta.example.com", "10.0.0.5"))
+    issuer = load_config(tmp_path / "any").token_issuer
+    assert issuer == "https://ta.example.com:9443"
+    initialise(tmp_path / "one", listen_host="10.0.0.5", listen_port=9443)
+    issuer = load_config(tmp_path / "one").token_issuer
+    assert issuer == "https://10.0.0.5:9443"
+    initialise(tmp_path / "lb", listen_host="0.0.0.0", issuer="https://ta.example.com")  # noqa: S104
+    issuer = load_config(tmp_path / "lb").token_issuer
+    assert issuer == "https://ta.example.com"

@@ -23,6 +23,9 @@ from trustauthority.service.platform import Platform, utc_now
 from trustauthority.store.db import Database, sqlite_url
 from trustauthority.store.masterkey import create_master_key_file, load_master_key_file
 
+#: listen addresses that are no one's address
+_WILDCARDS = ("0.0.0.0", "::", "")  # noqa: S104 - compared, not bound
+
 
 @dataclass(frozen=True)
 class InitResult:
@@ -43,7 +46,8 @@ def initialise(data_dir: Path, *, database_url: str | None = None,
                admin_name: str = "admin", hostnames: tuple[str, ...] = ("localhost", "127.0.0.1"),
                listen_host: str = "127.0.0.1", listen_port: int = 8443,
                master_key_file: Path | None = None,
-               tls_certificate: Path | None = None, tls_key: Path | None = None) -> InitResult:
+               tls_certificate: Path | None = None, tls_key: Path | None = None,
+               issuer: str | None = None) -> InitResult:
     data_dir = data_dir.resolve()
     if (data_dir / CONFIG_NAME).exists():
         raise Conflict(f"{data_dir} is already initialised ({CONFIG_NAME} exists)")
@@ -83,10 +87,13 @@ def initialise(data_dir: Path, *, database_url: str | None = None,
         issued = platform.principals.bootstrap_admin(admin_name, request_id="init")
     finally:
         db.dispose()
+    if issuer is None and listen_host in _WILDCARDS:
+        # tokens must name an address relying parties dial, never "0.0.0.0"
+        issuer = f"https://{hostnames[0]}:{listen_port}"
     config = ServiceConfig(
         database_url=database_url or "sqlite:///trustauthority.db",
         master_key_file=str(key_path) if master_key_file else "master.key",
-        listen_host=listen_host, listen_port=listen_port, tls=tls)
+        listen_host=listen_host, listen_port=listen_port, tls=tls, issuer=issuer)
     config_file = write_config(data_dir, config)
     shown_host = hostnames[0]
     return InitResult(data_dir=data_dir, config_file=config_file,
