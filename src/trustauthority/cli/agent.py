@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -23,6 +24,7 @@ from trustauthority.cli.output import (
     fail_with,
     print_json,
     read_input_file,
+    require_directory,
 )
 from trustauthority.errors import TrustAuthorityError
 from trustauthority.files import write_private
@@ -35,6 +37,18 @@ StateDirOption = Annotated[Path, typer.Option(
     "--state-dir", help="Where the agent keeps its keys' TPM blobs, credential and token.",
     envvar="TA_AGENT_STATE_DIR")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _states(state_dir: Path, as_json: bool) -> agent_host.StateDir:
+    """The agent's state directory, refused up front when --state-dir names a file."""
+    require_directory(state_dir, "--state-dir", as_json=as_json)
+    return agent_host.StateDir(state_dir)
+
+
+def _quiet_tpm_library() -> None:
+    """tpm2-tss logs a failure to stderr on several lines of its own before we report it on one
+    (naming the TCTI and the error); it stays quiet unless the operator sets TSS2_LOG."""
+    os.environ.setdefault("TSS2_LOG", "all+none")
 
 
 def _human_result(result: Any) -> None:
@@ -60,7 +74,8 @@ def _der(path: Path, as_json: bool) -> bytes:
     try:
         certificate = load_certificate(raw)
     except TrustAuthorityError as error:
-        fail(f"{path}: {error}", as_json=as_json)
+        fail(f"--ek-intermediate {path}: {error}; give a CA certificate in PEM or DER",
+             as_json=as_json)
     return certificate.public_bytes(serialization.Encoding.DER)
 
 
@@ -89,8 +104,10 @@ def enroll(
     Example: `ta agent enroll --server https://ta:8443 --ca ca.pem --join-token taj_…`
     """
     intermediates = tuple(_der(path, as_json) for path in ek_intermediate or ())
+    states = _states(state_dir, as_json)
+    _quiet_tpm_library()
     try:
-        state = agent_host.enroll(agent_host.StateDir(state_dir), server=server,
+        state = agent_host.enroll(states, server=server,
                                   join_token=join_token, tcti=tcti, event_log=eventlog,
                                   ca_file=ca, hostname=hostname, ek_kind=ek,
                                   ek_intermediates=intermediates)
@@ -114,8 +131,10 @@ def attest(
 
     Example: `ta agent attest`
     """
+    states = _states(state_dir, as_json)
+    _quiet_tpm_library()
     try:
-        result = agent_host.attest(agent_host.StateDir(state_dir), event_log=eventlog)
+        result = agent_host.attest(states, event_log=eventlog)
     except TrustAuthorityError as error:
         fail_with(error, as_json=as_json)
     if as_json:
@@ -143,9 +162,11 @@ def run(
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    states = _states(state_dir, False)
+    _quiet_tpm_library()
     try:
-        agent_host.StateDir(state_dir).load()  # fail now, not in the loop, if not enrolled
-        agent_host.run(agent_host.StateDir(state_dir), interval=interval, jitter=jitter,
+        states.load()  # fail now, not in the loop, if not enrolled
+        agent_host.run(states, interval=interval, jitter=jitter,
                        stop=stop, event_log=eventlog)
     except TrustAuthorityError as error:
         fail_with(error)
@@ -156,7 +177,7 @@ def status(state_dir: StateDirOption = agent_host.DEFAULT_STATE_DIR,
            as_json: JsonOption = False) -> None:
     """What the agent is enrolled as, and its last verdict.  Example: `ta agent status`"""
     try:
-        current = agent_host.status(agent_host.StateDir(state_dir))
+        current = agent_host.status(_states(state_dir, as_json))
     except TrustAuthorityError as error:
         fail_with(error, as_json=as_json)
     if as_json:
@@ -186,6 +207,7 @@ def simulate_boot(
     """
     from trustauthority.agent.tpm import AgentTpm  # needs tpm2-pytss; only this command
 
+    _quiet_tpm_library()
     chosen = simboot.GOLDEN_IMAGE if image == "golden" else simboot.MODIFIED_KERNEL_IMAGE
     events, raw_log = simboot.boot_log(chosen)
     try:
@@ -195,7 +217,7 @@ def simulate_boot(
     except TrustAuthorityError as error:
         fail_with(error)
     write_private(eventlog, raw_log)
-    console.print(json.dumps({"events": len(events), "eventlog": str(eventlog)}))
+    console.print(json.dumps({"events": len(events), "eventlog": str(eventlog)}), markup=False)
 
 
 workload_app = typer.Typer(help="Workloads encrypted under keys released only to this host "
@@ -233,8 +255,9 @@ def workload_encrypt(
     if not source.is_file():
         fail(f"{source} is not a readable file", as_json=as_json)
     text = _blob_text(blob, as_json)
+    states = _states(state_dir, as_json)
     try:
-        kek = fetch_key(agent_host.StateDir(state_dir), text, workload)
+        kek = fetch_key(states, text, workload)
         header = encrypt_file(source, target, workload=workload, blob=text, kek=kek,
                               cipher="aes-256-gcm" if secret else "aes-256-xts")
     except TrustAuthorityError as error:
@@ -245,7 +268,41 @@ def workload_encrypt(
         print_json({"workload": workload, "cipher": header.cipher, "size": header.size,
                     "target": str(target)})
     else:
-        console.print(f"encrypted {source} ({header.size} bytes, {header.cipher}) into {target}")
+        # markup=False here and below: paths are the user's, and "[/]" in one is no markup
+        console.print(f"encrypted {source} ({header.size} bytes, {header.cipher}) into {target}",
+                      markup=False)
+
+
+def _check_workload(source: Path, as_json: bool) -> None:
+    """Refuse a SOURCE that is no encrypted workload before any key is asked for, saying what
+    it should be (the header's own message names no file)."""
+    from trustauthority.agent.workload import read_header
+
+    try:
+        with source.open("rb") as stream:
+            read_header(stream)
+    except OSError as error:
+        fail(f"cannot open {source}: {error.strerror or error}; check the path", as_json=as_json)
+    except TrustAuthorityError as error:
+        fail_with(error, as_json=as_json,
+                  hint=f"{source} must be a file `ta agent workload encrypt` wrote")
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
+
+
+def _discard(target: Path, before: tuple[int, int, int] | None) -> None:
+    """Remove what a failed decryption wrote to TARGET (partial, unauthenticated plaintext), but
+    never a file that was there and was not written: most failures (no key released, a header
+    altered) come before the first write, and the user's file must survive them."""
+    after = _identity(target)
+    if after is not None and after != before:
+        target.unlink(missing_ok=True)
 
 
 def _open_workload(source: Path, target: Path, state_dir: Path, *, attest_first: bool,
@@ -253,23 +310,28 @@ def _open_workload(source: Path, target: Path, state_dir: Path, *, attest_first:
     from trustauthority.agent.keys import fetch_key
     from trustauthority.agent.workload import WorkloadHeader, decrypt_file
 
-    def kek_for(header: WorkloadHeader) -> bytes:
-        return fetch_key(agent_host.StateDir(state_dir), header.blob, header.workload,
-                         attest_if_needed=attest_first)
+    _check_workload(source, as_json)
+    states = _states(state_dir, as_json)
+    _quiet_tpm_library()
 
+    def kek_for(header: WorkloadHeader) -> bytes:
+        return fetch_key(states, header.blob, header.workload, attest_if_needed=attest_first)
+
+    before = _identity(target)
     try:
         header = decrypt_file(source, target, kek_for)
     except TrustAuthorityError as error:
-        target.unlink(missing_ok=True)
+        _discard(target, before)
         fail_with(error, as_json=as_json)
     except OSError as error:
-        target.unlink(missing_ok=True)
+        _discard(target, before)
         fail(f"cannot open {source}: {error.strerror or error}", as_json=as_json)
     if as_json:
         print_json({"workload": header.workload, "cipher": header.cipher, "size": header.size,
                     "target": str(target)})
     else:
-        console.print(f"workload {header.workload} opened into {target} ({header.size} bytes)")
+        console.print(f"workload {header.workload} opened into {target} ({header.size} bytes)",
+                      markup=False)
 
 
 @workload_app.command("unlock")
@@ -316,23 +378,26 @@ def workload_rekey(
     from trustauthority.agent.workload import WorkloadHeader, rekey_file
     from trustauthority.keyrelease.blob import parse_blob
 
+    _check_workload(source, as_json)
     text = _blob_text(blob, as_json)
-    states = agent_host.StateDir(state_dir)
+    states = _states(state_dir, as_json)
 
     def kek_for(header: WorkloadHeader) -> bytes:
         return fetch_key(states, header.blob, header.workload)
 
+    before = _identity(target)
     try:
         new = parse_blob(text)
         header = rekey_file(source, target, kek_for=kek_for, blob=text,
                             new_kek=fetch_key(states, text, new.workload))
     except TrustAuthorityError as error:
-        target.unlink(missing_ok=True)
+        _discard(target, before)
         fail_with(error, as_json=as_json)
     except OSError as error:
-        target.unlink(missing_ok=True)
+        _discard(target, before)
         fail(f"cannot rekey {source}: {error.strerror or error}", as_json=as_json)
     if as_json:
         print_json({"workload": header.workload, "target": str(target), "size": header.size})
     else:
-        console.print(f"workload {header.workload} re-encrypted under its new key into {target}")
+        console.print(f"workload {header.workload} re-encrypted under its new key into {target}",
+                      markup=False)

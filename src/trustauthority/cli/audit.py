@@ -16,7 +16,7 @@ from trustauthority.audit.chain import AuditEntry
 from trustauthority.cli.connect import call, handled
 from trustauthority.cli.output import EXIT_REJECTED, console, fail, print_json
 from trustauthority.client import TrustAuthorityClient
-from trustauthority.errors import AuditChainBroken, UsageError
+from trustauthority.errors import AuditChainBroken, BackendUnavailable, ConfigError, UsageError
 
 app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -60,7 +60,10 @@ def export(
 ) -> None:
     """Export every entry as JSON lines.  Example: `ta audit export --jsonl -o audit.jsonl`"""
     def write(client: TrustAuthorityClient) -> int:
-        handle = sys.stdout if output is None else output.open("w")
+        try:
+            handle = sys.stdout if output is None else output.open("w")
+        except OSError as error:
+            fail(f"cannot write {output}: {error.strerror or error}; check --output")
         count = 0
         try:
             for entry in client.audit_export():
@@ -73,7 +76,7 @@ def export(
 
     count = call(ctx, False, write)
     if output is not None:
-        console.print(f"Exported {count} entries to {output}")
+        console.print(f"Exported {count} entries to {output}", markup=False)  # a user's path
 
 
 def _verify_offline(database: str, audit_key: Path | None) -> dict[str, object]:
@@ -89,7 +92,11 @@ def _verify_offline(database: str, audit_key: Path | None) -> dict[str, object]:
         try:
             public = load_public_pem(audit_key.read_text())
         except OSError as error:
-            raise UsageError(f"cannot read {audit_key}: {error.strerror}") from None
+            raise UsageError(f"cannot read --audit-key {audit_key}: {error.strerror}; check the "
+                             "path") from None
+        except (UnicodeDecodeError, ConfigError):
+            raise UsageError(f"--audit-key {audit_key} is not an ECDSA public key in PEM; give "
+                             "the service's audit public key") from None
         pinned = {key_id(public): public}
 
     class _NoMasterKey:
@@ -107,11 +114,15 @@ def _verify_offline(database: str, audit_key: Path | None) -> dict[str, object]:
     copy = db.sqlite_file
     if copy is not None and not copy.is_file():
         # SQLite would create an empty database there and report it broken
-        raise UsageError(f"{copy} does not exist")
+        raise UsageError(f"{copy} does not exist; give a copy of the service's database, e.g. "
+                         "--database sqlite:///ABSOLUTE/PATH/trustauthority.db")
     try:
         log = AuditLog(ServiceKeys(_NoMasterKey(), utc_now), utc_now)
         with db.session(read_only=True) as session:
             result = log.verify(session, pinned)
+    except BackendUnavailable as error:  # also what a file that is no database of ours gives
+        raise BackendUnavailable(f"{error}; check that --database is a copy of the service's "
+                                 "database and can be read") from None
     finally:
         db.dispose()
     return {"ok": True, "entries": result.entries, "head_sequence": result.head_sequence,
@@ -123,9 +134,15 @@ def _verify_export(path: Path) -> dict[str, object]:
     """The chain of an `audit export --jsonl` file (links only: checkpoints live in the store)."""
     from trustauthority.audit.chain import entry_from_json, verify_chain
 
+    try:
+        handle = path.open()
+    except OSError as error:
+        raise UsageError(f"cannot read --jsonl {path}: {error.strerror or error}; check the "
+                         "path") from None
+
     def entries() -> Iterator[AuditEntry]:
-        try:
-            with path.open() as handle:
+        with handle:
+            try:
                 for number, line in enumerate(handle, 1):
                     if line.strip():
                         try:
@@ -133,10 +150,14 @@ def _verify_export(path: Path) -> dict[str, object]:
                         except ValueError:
                             raise UsageError(f"line {number}: not JSON") from None
                         yield entry_from_json(document, number)
-        except (OSError, UnicodeDecodeError) as error:
-            raise UsageError(f"cannot read {path}: {error}") from None
+            except UnicodeDecodeError:
+                raise UsageError("not UTF-8 text") from None
 
-    summary = verify_chain(entries())
+    try:
+        summary = verify_chain(entries())
+    except UsageError as error:  # the line's problem, and where it is: the file and line
+        raise UsageError(f"{path}: {error}; give a file `ta audit export --jsonl` wrote"
+                         ) from None
     return {"ok": True, "entries": summary.entries,
             "head_sequence": -1 if summary.last_sequence is None else summary.last_sequence,
             "head_hash": summary.head_hash, "checkpoints": 0, "last_checkpoint": None,

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from trustauthority.cli.connect import handled
-from trustauthority.cli.output import console, print_json
+from trustauthority.cli.output import console, fail, print_json, require_directory
 
 app = typer.Typer(help="Back up a service into one encrypted file; restore it elsewhere.",
                   no_args_is_help=True)
@@ -19,6 +20,16 @@ KeyFile = Annotated[Path, typer.Option(
     "--key-file", help="The backup key: a file of at least 16 bytes, owner-only (make one with "
                        "`ta backup new-key`). Keep it apart from the backups.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _check_key_file(key_file: Path, as_json: bool) -> None:
+    """Say what to do about a --key-file that cannot be opened (the message from below the CLI
+    names the file, not the option or how to make one)."""
+    try:
+        key_file.open("rb").close()
+    except OSError as error:
+        fail(f"cannot read --key-file {key_file}: {error.strerror or error}; check the path, or "
+             "make a key with `ta backup new-key`", as_json=as_json)
 
 
 @app.command("new-key")
@@ -35,8 +46,9 @@ def new_key(path: Annotated[Path, typer.Argument(help="Where to write the key (n
     if as_json:
         print_json({"ok": True, "key_file": str(path)})
         return
+    # escaped, or markup=False: the paths are the user's, and "[/]" in one is no Rich markup
     console.print(f"Backup key written to {path}. Store a copy offline: without it no backup "
-                  "opens.", highlight=False)
+                  "opens.", highlight=False, markup=False)
 
 
 @app.command("create")
@@ -55,6 +67,8 @@ def create(
     """
     from trustauthority.service.backup import create_backup, read_backup_key
 
+    require_directory(data_dir, "--data-dir", as_json=as_json)
+    _check_key_file(key_file, as_json)
     with handled(as_json):
         summary = create_backup(data_dir, file, read_backup_key(key_file))
     rows = sum(summary.tables.values())
@@ -62,9 +76,9 @@ def create(
         print_json({"ok": True, "file": str(summary.path), "created_at": summary.created_at,
                     "rows": summary.tables, "bytes": summary.size})
         return
-    console.print(f"[bold green]Backed up[/] {data_dir} to {file}: {rows} rows in "
-                  f"{len(summary.tables)} tables, {summary.size:,} bytes, encrypted with "
-                  f"{key_file}.", highlight=False)
+    console.print(f"[bold green]Backed up[/] {escape(str(data_dir))} to {escape(str(file))}: "
+                  f"{rows} rows in {len(summary.tables)} tables, {summary.size:,} bytes, "
+                  f"encrypted with {escape(str(key_file))}.", highlight=False)
 
 
 @app.command("restore")
@@ -87,6 +101,8 @@ def restore(
     """
     from trustauthority.service.backup import read_backup_key, restore_backup
 
+    require_directory(data_dir, "--data-dir", as_json=as_json)
+    _check_key_file(key_file, as_json)
     with handled(as_json):
         summary = restore_backup(file, data_dir, read_backup_key(key_file), database)
     rows = sum(summary.tables.values())
@@ -95,5 +111,6 @@ def restore(
                     summary.created_at, "rows": summary.tables})
         return
     console.print(f"[bold green]Restored[/] the backup of {summary.created_at} into "
-                  f"{summary.path}: {rows} rows.", highlight=False)
-    console.print(f"  start it: ta serve --data-dir {summary.path}", highlight=False)
+                  f"{escape(str(summary.path))}: {rows} rows.", highlight=False)
+    console.print(f"  start it: ta serve --data-dir {summary.path}", highlight=False,
+                  markup=False)

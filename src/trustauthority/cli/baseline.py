@@ -66,7 +66,8 @@ def import_(
         fail("give exactly one of --eventlog FILE and --from-host HOST", as_json=as_json)
     if from_host is not None:
         from_host_request = build(BaselineFromHost, {"name": name, "host": from_host,
-                                                     "bank": bank, "strict": strict}, as_json)
+                                                     "bank": bank, "strict": strict}, as_json,
+                                  options={"host": "--from-host"})
         made = call(ctx, as_json,
                     lambda client: client.import_baseline_from_host(from_host_request))
         emit(made, as_json, _table([made]))
@@ -76,7 +77,7 @@ def import_(
                           as_json=as_json)
     request = build(BaselineImport, {"name": name, "bank": bank, "strict": strict,
                                      "event_log_base64": base64.b64encode(raw).decode()},
-                    as_json)
+                    as_json, options={"event_log_base64": "--eventlog"})
     made = call(ctx, as_json, lambda client: client.import_baseline(request))
     emit(made, as_json, _table([made]))
 
@@ -142,7 +143,8 @@ def add_baseline(ctx: typer.Context, cluster: Annotated[str, typer.Argument()],
                  = None,
                  as_json: Json = False) -> None:
     """Make a baseline active for a cluster.  Example: `ta cluster add-baseline prod golden`"""
-    request = build(ClusterBaselineAdd, {"baseline": baseline, "version": version}, as_json)
+    request = build(ClusterBaselineAdd, {"baseline": baseline, "version": version}, as_json,
+                    options={"baseline": "BASELINE"})
     item = call(ctx, as_json, lambda client: client.add_cluster_baseline(cluster, request))
     emit(item, as_json, f"{item.name} v{item.version} is active for {', '.join(item.clusters)}.")
 

@@ -36,7 +36,9 @@ def _load(path: str, as_json: bool) -> EventLog:
     try:
         return parse_event_log(raw_log)
     except EventLogFormatError as exc:
-        fail_with(exc, as_json=as_json)
+        fail_with(exc, as_json=as_json,
+                  hint="give a TCG binary event log, e.g. /sys/kernel/security/tpm0/"
+                       "binary_bios_measurements")
 
 
 def _event_json(event: Event) -> dict[str, Any]:

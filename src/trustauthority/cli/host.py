@@ -125,7 +125,8 @@ def join_token_create(
     """A single-use token for `agent enroll --join-token`; shown once.  Example:
     `ta host join-token create --cluster prod --lifetime 900`"""
     request = build(JoinTokenCreate, {"cluster": cluster, "lifetime_seconds": lifetime,
-                                      "description": description}, as_json)
+                                      "description": description}, as_json,
+                    options={"lifetime_seconds": "--lifetime"})
     issued = call(ctx, as_json, lambda client: client.create_join_token(request))
     emit(issued, as_json,
          f"{issued.token}\n(single use, for cluster {issued.join_token.cluster}, expires "

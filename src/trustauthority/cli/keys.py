@@ -51,7 +51,7 @@ def _text(path: str | None, what: str, as_json: bool) -> str | None:
     try:
         return raw.decode("ascii")
     except UnicodeDecodeError:
-        fail(f"{what} {path!r} is not PEM text", as_json=as_json)
+        fail(f"{what} {path!r} is not PEM text; give the PEM file", as_json=as_json)
 
 
 def _server_table(servers: list[KeyServerOut]) -> Table:
@@ -119,14 +119,17 @@ def server_add(
             "certificate_pem": _text(cert, "client certificate", as_json),
             "key_pem": _text(key, "client key", as_json), "username": username,
             "password": password, "pinned_sha256": pin_sha256, "timeout_seconds": timeout},
-            as_json)
+            as_json, options={"host": "--kmip", "port": "--kmip", "ca_pem": "--ca",
+                              "certificate_pem": "--cert", "key_pem": "--key",
+                              "password": "--password-file", "timeout_seconds": "--timeout"})
         server = call(ctx, as_json, lambda client: client.add_kmip_server(request))
     else:
         if token is None or pin_file is None:
             fail("a PKCS#11 key server needs --token and --pin-file", as_json=as_json)
         pkcs11_request = build(Pkcs11ServerCreate, {
             "name": name, "module": pkcs11, "token_label": token,
-            "pin": _secret(pin_file, "PIN file", as_json)}, as_json)
+            "pin": _secret(pin_file, "PIN file", as_json)}, as_json,
+            options={"module": "--pkcs11", "token_label": "--token", "pin": "--pin-file"})
         server = call(ctx, as_json, lambda client: client.add_pkcs11_server(pkcs11_request))
     emit(server, as_json, _server_table([server]))
 
@@ -219,7 +222,8 @@ def provider_create(
     request = build(ProviderCreate, {"name": name, "servers": server,
                                      "primary_key": primary_key,
                                      "create_primary_key": create_primary_key,
-                                     "description": description}, as_json)
+                                     "description": description}, as_json,
+                    options={"servers": "--server"})
     provider = call(ctx, as_json, lambda client: client.create_provider(request))
     emit(provider, as_json, _provider_detail(provider))
 
@@ -315,7 +319,8 @@ def key_create(
         try:
             blob_out.write_text(key.blob + "\n")
         except OSError as error:
-            fail(f"cannot write {blob_out}: {error.strerror or error}", as_json=as_json)
+            fail(f"cannot write {blob_out}: {error.strerror or error}; the key was created: "
+                 f"`ta key show {key.workload}` prints its blob", as_json=as_json)
     emit(key, as_json, key.blob)
 
 
@@ -334,7 +339,8 @@ def key_rotate(
         try:
             blob_out.write_text(key.blob + "\n")
         except OSError as error:
-            fail(f"cannot write {blob_out}: {error.strerror or error}", as_json=as_json)
+            fail(f"cannot write {blob_out}: {error.strerror or error}; the new key was created: "
+                 f"`ta key show {key.workload}` prints its blob", as_json=as_json)
     emit(key, as_json, key.blob)
 
 

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
+from sqlalchemy.exc import SQLAlchemyError
 
 from trustauthority.cli.connect import handled
-from trustauthority.cli.output import console
+from trustauthority.cli.output import console, fail, require_directory
 from trustauthority.keyserver.embedded import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -65,20 +67,32 @@ def serve(
     Example: `ta kms serve --data-dir ./kms --port 5696`
     """
     directory = data_dir or default_data_dir()
+    require_directory(directory, "--data-dir")
     with handled(False):
-        files = prepare_kms_dir(directory, host=host, port=port, database=database)
-        serve_kms(files, on_ready=lambda: _print_ready(files, host, port))
+        try:
+            files = prepare_kms_dir(directory, host=host, port=port, database=database)
+        except OSError as error:
+            fail(f"cannot prepare the KMS's directory {directory}: {error.strerror or error}; "
+                 "give another --data-dir")
+        try:
+            serve_kms(files, on_ready=lambda: _print_ready(files, host, port))
+        except SQLAlchemyError as error:  # PyKMIP opens its key database as it starts
+            reason = getattr(error, "orig", None) or type(error).__name__
+            fail(f"the KMS cannot use its key database {files.database} ({reason}); give "
+                 "--database a SQLite file in a directory that exists, or leave it out")
     console.print("KMS stopped.")
 
 
 def _print_ready(files: KmsFiles, host: str, port: int) -> None:
     dial = DEFAULT_HOST if host in ("0.0.0.0", "") else host  # noqa: S104 - not a bind
-    console.print(f"[bold green]KMIP server listening[/] on {host}:{port} "
-                  f"(data: {files.data_dir}, log: {files.log})", highlight=False, soft_wrap=True)
+    # escaped, or markup=False: the paths are the user's, and "[/]" in one is no Rich markup
+    console.print(f"[bold green]KMIP server listening[/] on {escape(host)}:{port} "
+                  f"(data: {escape(str(files.data_dir))}, log: {escape(str(files.log))})",
+                  highlight=False, soft_wrap=True)
     console.print("Register it with Trust Authority (as a trust-admin):", highlight=False)
     console.print(f"  trustauthority key-server add kms1 --kmip {dial}:{port} "
                   f"--ca {files.ca_certificate} --cert {files.client_certificate} "
-                  f"--key {files.client_key}", highlight=False, soft_wrap=True)
+                  f"--key {files.client_key}", highlight=False, soft_wrap=True, markup=False)
     console.print("Stop it with Ctrl-C.", highlight=False)
 
 

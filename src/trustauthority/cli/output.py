@@ -6,10 +6,12 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
 from pydantic import BaseModel
 from rich.console import Console, RenderableType
+from rich.markup import escape
 
 from trustauthority.errors import (
     AccessError,
@@ -53,15 +55,22 @@ def when(moment: datetime | None) -> str:
 def fail(message: str, code: int = EXIT_USAGE, *, as_json: bool = False,
          error_type: str = "usage_error") -> NoReturn:
     """Print one line (or one JSON object) and exit with `code`."""
+    # one line even when a message quotes a server's or a file's text with newlines in it
+    message = " ".join(part.strip() for part in message.splitlines() if part.strip())
     if as_json:
         print_json({"ok": False, "error": {"type": error_type, "detail": message}})
     else:
-        err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        # escaped: messages quote file names, arguments and server text, and a "[/]" in any of
+        # them is not Rich markup (unescaped, it raised MarkupError: a traceback)
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False,
+                          soft_wrap=True)
     raise SystemExit(code)
 
 
-def fail_with(error: TrustAuthorityError, *, as_json: bool = False) -> NoReturn:
-    """Map one of our typed errors onto the CLI's exit codes."""
+def fail_with(error: TrustAuthorityError, *, as_json: bool = False,
+              hint: str | None = None) -> NoReturn:
+    """Map one of our typed errors onto the CLI's exit codes; `hint` says what to do about it
+    where the error itself (raised below the CLI) cannot know."""
     if isinstance(error, EvidenceError | AuditChainBroken | TokenRejected):
         code = EXIT_REJECTED
     elif isinstance(error, AccessError) or error.error_type in ("unauthenticated", "forbidden"):
@@ -70,7 +79,8 @@ def fail_with(error: TrustAuthorityError, *, as_json: bool = False) -> NoReturn:
         code = EXIT_UNAVAILABLE
     else:
         code = EXIT_USAGE
-    fail(str(error), code, as_json=as_json, error_type=error.error_type)
+    message = f"{error}; {hint}" if hint else str(error)
+    fail(message, code, as_json=as_json, error_type=error.error_type)
 
 
 def read_input_file(path: str, *, what: str, max_bytes: int = 64 * 1024 * 1024,
@@ -80,7 +90,15 @@ def read_input_file(path: str, *, what: str, max_bytes: int = 64 * 1024 * 1024,
         with open(path, "rb") as handle:
             data = handle.read(max_bytes + 1)
     except OSError as exc:
-        fail(f"cannot read {what} {path!r}: {exc.strerror or exc}", as_json=as_json)
+        fail(f"cannot read {what} {path!r}: {exc.strerror or exc}; check the path",
+             as_json=as_json)
     if len(data) > max_bytes:
         fail(f"{what} {path!r} is larger than {max_bytes} bytes", as_json=as_json)
     return data
+
+
+def require_directory(path: Path, option: str, *, as_json: bool = False) -> None:
+    """Refuse a directory option that names a file: below the CLI that surfaces as "Not a
+    directory" on some file inside it, or "File exists" from mkdir, naming neither the option."""
+    if path.exists() and not path.is_dir():
+        fail(f"{option} {path} is a file, not a directory; give a directory", as_json=as_json)

@@ -11,11 +11,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from rich.console import Group
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from trustauthority.cli.connect import build, call
-from trustauthority.cli.output import console, emit, print_json, when
+from trustauthority.cli.output import console, emit, fail, print_json, require_directory, when
 from trustauthority.files import write_private
 from trustauthority.schemas import (
     CertificateCreate,
@@ -74,7 +75,7 @@ def add(
     """Add a principal.  Example: `ta principal add alice --role infra-admin`"""
     request = build(PrincipalCreate, {
         "name": name, "kind": kind, "roles": role, "description": description,
-        "allow_multiple_roles": allow_multiple_roles}, as_json)
+        "allow_multiple_roles": allow_multiple_roles}, as_json, options={"roles": "--role"})
     principal = call(ctx, as_json, lambda client: client.create_principal(request))
     emit(principal, as_json,
          f"Added [bold]{principal.name}[/] ({', '.join(principal.roles)}). "
@@ -155,6 +156,14 @@ def cert_create(
     The private key never leaves this machine: only a signing request is sent.
     Example: `ta principal cert create ci-bot --out ./ci-bot`
     """
+    # checked before the service is asked: a certificate it issued into a path we then cannot
+    # write would be lost, its key with it
+    require_directory(out, "--out", as_json=as_json)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        fail(f"cannot create --out {out}: {error.strerror or error}; give another directory",
+             as_json=as_json)
     key = ec.generate_private_key(ec.SECP256R1())
     csr = (x509.CertificateSigningRequestBuilder()
            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
@@ -162,19 +171,24 @@ def cert_create(
     request = CertificateCreate(csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode(),
                                 lifetime_days=days)
     issued = call(ctx, as_json, lambda client: client.issue_certificate(name, request))
-    out.mkdir(parents=True, exist_ok=True)
-    write_private(out / f"{name}-key.pem", key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    (out / f"{name}.pem").write_text(issued.certificate_pem)
-    (out / "ca.pem").write_text(issued.ca_pem)
+    try:
+        write_private(out / f"{name}-key.pem", key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+        (out / f"{name}.pem").write_text(issued.certificate_pem)
+        (out / "ca.pem").write_text(issued.ca_pem)
+    except OSError as error:
+        fail(f"cannot write the certificate files into {out}: {error.strerror or error}; run "
+             "the command again with another --out", as_json=as_json)
     if as_json:
         print_json({"ok": True, "fingerprint_sha256": issued.fingerprint_sha256,
                     "not_after": issued.not_after.isoformat(),
                     "certificate": str(out / f"{name}.pem"),
                     "key": str(out / f"{name}-key.pem")})
         return
-    console.print(f"Certificate for [bold]{name}[/] in {out} (sha256 "
+    # escaped: --out is the user's path, and "[/]" in it is no Rich markup
+    console.print(f"Certificate for [bold]{name}[/] in {escape(str(out))} (sha256 "
                   f"{issued.fingerprint_sha256[:16]}…, until {when(issued.not_after)}). Use: "
-                  f"ta --client-cert {out / (name + '.pem')} --client-key "
-                  f"{out / (name + '-key.pem')} whoami", highlight=False, soft_wrap=True)
+                  f"ta --client-cert {escape(str(out / (name + '.pem')))} --client-key "
+                  f"{escape(str(out / (name + '-key.pem')))} whoami", highlight=False,
+                  soft_wrap=True)

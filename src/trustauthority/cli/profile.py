@@ -9,6 +9,7 @@ environment variables (`TA_SERVER`, `TA_CA`, `TA_TOKEN`, `TA_CLIENT_CERT`, `TA_C
 from __future__ import annotations
 
 import os
+import shlex
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -45,7 +46,9 @@ def _read_all() -> dict[str, dict[str, str]]:
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"cannot read {path}: {error}") from None
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise ConfigError(f"cannot read {path}: {reason}; fix it, or remove it and run "
+                          "`ta login` again") from None
     return {name: {k: str(v) for k, v in table.items() if k in _KEYS}
             for name, table in raw.items() if isinstance(table, dict)}
 
@@ -56,11 +59,15 @@ def load_profile(name: str) -> Profile:
 
 def save_profile(name: str, profile: Profile) -> Path:
     directory = config_dir()
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     profiles = _read_all()
     profiles[name] = {k: v for k, v in vars(profile).items() if v is not None}
     path = directory / PROFILES_FILE
-    write_private(path, tomli_w.dumps(profiles))
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private(path, tomli_w.dumps(profiles))
+    except OSError as error:
+        raise ConfigError(f"cannot save profile {name!r} in {path}: {error.strerror or error}; "
+                          "check TA_CONFIG_DIR (or XDG_CONFIG_HOME)") from None
     return path
 
 
@@ -69,11 +76,15 @@ def resolve(name: str, given: Profile) -> Profile:
 
     A credential is taken whole: an explicit token or certificate replaces the profile's.
     """
-    stored = load_profile(name)
+    profiles = _read_all()
+    stored = Profile(**profiles.get(name, {}))
     if given.token or given.client_cert or given.client_key:
         stored = replace(stored, token=None, client_cert=None, client_key=None)
     resolved = Profile(**{key: getattr(given, key) or getattr(stored, key) for key in _KEYS})
     if resolved.server is None:
-        raise UsageError(f"no server URL: pass --server, set TA_SERVER, or run `ta login` "
-                         f"(profile {name!r})")
+        login = "`ta login`" if name == "default" else f"`ta --profile {shlex.quote(name)} login`"
+        # a mistyped --profile (or TA_PROFILE) looks like a missing server: say which it is
+        which = (f"profile {name!r}" if name in profiles or name == "default" else
+                 f"no profile {name!r} is saved; saved: {', '.join(sorted(profiles)) or 'none'}")
+        raise UsageError(f"no server URL: pass --server, set TA_SERVER, or run {login} ({which})")
     return resolved

@@ -27,15 +27,8 @@ from trustauthority.verify.quote import QuoteOptions, verify_quote
 
 app = typer.Typer(help="Check TPM quotes offline.", no_args_is_help=True)
 
-_EXAMPLE = """
-Example:
 
-  ta quote verify --ak ak.pub --attest quote.msg --signature quote.sig \\
-      --nonce 3f1c... --pcrs pcrs.json --eventlog binary_bios_measurements
-"""
-
-
-@app.command("verify", epilog=_EXAMPLE)
+@app.command("verify")
 def verify(
     ak: Annotated[Path, typer.Option(help="AK public key: PEM/DER, TPM2B_PUBLIC or TPMT_PUBLIC.")],
     attest: Annotated[Path, typer.Option(help="The quoted TPMS_ATTEST (or TPM2B_ATTEST).")],
@@ -52,6 +45,9 @@ def verify(
 
     Exit 0 when verified, 1 when the evidence is rejected (the message names the failed
     check), 2 for a usage error or an unreadable file.
+
+    Example: `ta quote verify --ak ak.pub --attest quote.msg --signature quote.sig
+    --nonce 3f1c… --pcrs pcrs.json --eventlog binary_bios_measurements`
     """
     if pcrs is None and eventlog is None:
         fail("give the PCR values with --pcrs, or an --eventlog to take them from",
@@ -124,8 +120,10 @@ def _load_ak(data: bytes, *, as_json: bool) -> TpmPublic:
             return parse_public(data)
         except TrustAuthorityError:
             return public_from_key(load_der_public_key(data))
-    except (ValueError, TypeError, TrustAuthorityError) as error:
-        fail(f"--ak is neither a PEM/DER public key nor a TPM public area: {error}",
+    except (ValueError, TypeError, TrustAuthorityError):
+        # not cryptography's ASN.1 diagnostics: which of the formats tried was meant is unknown
+        fail("--ak is neither a PEM/DER public key nor a TPM public area (TPM2B_PUBLIC or "
+             "TPMT_PUBLIC); give the AK's public key, e.g. from `tpm2_createak -u`",
              EXIT_USAGE, as_json=as_json)
 
 

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from trustauthority.cli.connect import call, flags_of, handled
-from trustauthority.cli.output import console, err_console, print_json
+from trustauthority.cli.output import (
+    console,
+    err_console,
+    fail,
+    fail_with,
+    print_json,
+    require_directory,
+)
 from trustauthority.cli.profile import Profile, save_profile
-from trustauthority.errors import UsageError
+from trustauthority.errors import Conflict, UsageError
 
 DataDir = Annotated[Path, typer.Option("--data-dir", "-d", help="The service's data directory.",
                                        envvar="TA_DATA_DIR")]
@@ -43,13 +52,28 @@ def init(
 
     Example: `ta init --data-dir /var/lib/trustauthority`
     """
+    from trustauthority.service.config import CONFIG_NAME
     from trustauthority.service.setup import initialise
 
+    require_directory(data_dir, "--data-dir", as_json=as_json)
+    if (data_dir / CONFIG_NAME).exists():
+        fail(f"{data_dir} is already initialised; run it with `ta serve --data-dir {data_dir}`, "
+             "or give another --data-dir for a new service", as_json=as_json,
+             error_type="conflict")
+    if tls_cert is not None and tls_key is not None:
+        _check_tls_files(tls_cert, tls_key, as_json)
     with handled(as_json):
-        result = initialise(data_dir, database_url=database, admin_name=admin,
-                            hostnames=tuple(hostname or ("localhost", "127.0.0.1")),
-                            listen_host=host, listen_port=port, master_key_file=master_key,
-                            tls_certificate=tls_cert, tls_key=tls_key)
+        try:
+            result = initialise(data_dir, database_url=database, admin_name=admin,
+                                hostnames=tuple(hostname or ("localhost", "127.0.0.1")),
+                                listen_host=host, listen_port=port, master_key_file=master_key,
+                                tls_certificate=tls_cert, tls_key=tls_key)
+        except Conflict as error:  # a database another service already uses: never reused
+            fail_with(error, as_json=as_json, hint="give an empty database with --database")
+        except OSError as error:
+            fail(f"cannot initialise {data_dir}: {error.strerror or error}"
+                 f"{f' ({error.filename})' if error.filename else ''}; check --data-dir and "
+                 "--master-key", as_json=as_json)
         if login:
             save_profile(flags_of(ctx).profile, Profile(server=result.url, ca=str(result.ca_file),
                                                      token=result.admin_token))
@@ -58,15 +82,28 @@ def init(
                     "database": result.database, "ca": str(result.ca_file),
                     "admin": result.admin_name, "admin_token": result.admin_token})
         return
-    console.print(f"[bold green]Initialised[/] {result.data_dir} ({result.database})")
-    console.print(f"  CA certificate: {result.ca_file}")
+    # escaped, or markup=False: the paths are the user's, and "[/]" in one is no Rich markup
+    console.print(f"[bold green]Initialised[/] {escape(str(result.data_dir))} "
+                  f"({escape(result.database)})")
+    console.print(f"  CA certificate: {result.ca_file}", markup=False)
     console.print(f"  trust-admin [bold]{result.admin_name}[/], token (shown once, store it "
                   "safely):")
     console.print(f"    {result.admin_token}", highlight=False, soft_wrap=True)
-    console.print(f"  start it:  ta serve --data-dir {result.data_dir}")
+    console.print(f"  start it:  ta serve --data-dir {result.data_dir}", markup=False)
     if not login:
         console.print(f"  then:      ta login --server {result.url} --ca {result.ca_file} "
-                      "--token-stdin", highlight=False, soft_wrap=True)
+                      "--token-stdin", highlight=False, soft_wrap=True, markup=False)
+
+
+def _check_tls_files(certificate: Path, key: Path, as_json: bool) -> None:
+    """Load the given certificate and key now: `initialise` only records their paths, so a
+    wrong file would make init succeed and every `ta serve` fail."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(certificate), str(key))
+    except OSError as error:  # ssl.SSLError is one
+        fail(f"--tls-cert {certificate} and --tls-key {key} do not load as a PEM certificate "
+             f"chain and its key ({error.strerror or error}); check both files",
+             as_json=as_json)
 
 
 def serve(
@@ -85,6 +122,7 @@ def serve(
     """
     from trustauthority.api.server import ServeOptions
     from trustauthority.api.server import serve as run
+    from trustauthority.service.config import CONFIG_NAME
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s", stream=sys.stderr)
@@ -93,9 +131,14 @@ def serve(
         err_console.print("[bold red]WARNING: --insecure-http serves plain HTTP: API tokens "
                           "cross the network in the clear. Never use it beyond localhost "
                           "development.[/]")
+    require_directory(data_dir, "--data-dir")
     with handled(False):
-        run(ServeOptions(data_dir=data_dir, host=host, port=port, insecure_http=insecure_http,
-                         workers=workers))
+        try:
+            run(ServeOptions(data_dir=data_dir, host=host, port=port,
+                             insecure_http=insecure_http, workers=workers))
+        except ssl.SSLError as error:  # uvicorn loads the TLS files itself, as it starts
+            fail(f"the service's TLS certificate or key does not load ({error.strerror or error});"
+                 f" check the files [tls] names in {data_dir / CONFIG_NAME}")
 
 
 def login(
@@ -116,8 +159,12 @@ def login(
     flags = flags_of(ctx)
     token = sys.stdin.readline().strip() if token_stdin else flags.given.token
     with handled(as_json):
+        if token_stdin and not token:
+            raise UsageError("no token on standard input: pipe it in, e.g. "
+                             "`ta login --server URL --token-stdin < token-file`")
         if token is None and client_cert is None:
-            raise UsageError("give a credential: --token-stdin, --token, or --client-cert")
+            raise UsageError("give a credential: --token-stdin, `ta --token TOKEN login`, or "
+                             "--client-cert and --client-key")
     # exactly what is saved is what is checked first
     flags.given = Profile(server=server, ca=str(ca.resolve()) if ca else None, token=token,
                           client_cert=str(client_cert.resolve()) if client_cert else None,
@@ -130,4 +177,5 @@ def login(
                     "roles": me.principal.roles})
         return
     console.print(f"Logged in as [bold]{me.principal.name}[/] "
-                  f"({', '.join(me.principal.roles)}); profile {name!r} saved in {path}")
+                  f"({', '.join(me.principal.roles)}); profile {escape(repr(name))} saved in "
+                  f"{escape(str(path))}")

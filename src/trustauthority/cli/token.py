@@ -20,7 +20,7 @@ from trustauthority.cli.output import (
     print_json,
     read_input_file,
 )
-from trustauthority.errors import BackendUnavailable, TrustAuthorityError
+from trustauthority.errors import BackendUnavailable, TokenMalformed, TrustAuthorityError
 from trustauthority.token import Jwks, verify
 
 app = typer.Typer(help="Attestation tokens.", no_args_is_help=True)
@@ -34,10 +34,16 @@ def _jwks(source: str, ca: Path | None, as_json: bool) -> Jwks:
             response.raise_for_status()
         except (httpx.HTTPError, OSError, ssl.SSLError) as error:
             fail_with(BackendUnavailable(f"cannot fetch the JWKS from {source}: {error}"),
-                      as_json=as_json)
-        return Jwks.parse(response.content)
-    return Jwks.parse(read_input_file(source, what="JWKS file", max_bytes=1024 * 1024,
-                                      as_json=as_json))
+                      as_json=as_json, hint="check --jwks, and --ca for an https URL")
+        content = response.content
+    else:
+        content = read_input_file(source, what="JWKS file", max_bytes=1024 * 1024,
+                                  as_json=as_json)
+    try:
+        return Jwks.parse(content)
+    except TokenMalformed as error:  # a wrong --jwks, not a verdict on the token
+        fail_with(error, as_json=as_json,
+                  hint="give --jwks the service's /.well-known/jwks.json (its URL or a copy)")
 
 
 @app.command("verify")
@@ -58,7 +64,8 @@ def verify_token(
     from_stdin = token.strip() == "-"  # "-" is the usual name for standard input
     raw = sys.stdin.readline().strip() if from_stdin else token
     if not raw:
-        fail("no token given", as_json=as_json)
+        fail("no token given: pass it as the argument, or - to read it from standard input",
+             as_json=as_json)
     try:
         claims = verify(raw, _jwks(jwks, ca, as_json), issuer=issuer, now=datetime.now(UTC))
     except TrustAuthorityError as error:

@@ -39,7 +39,8 @@ def tpm_ca_add(ctx: typer.Context,
     """Trust TPM manufacturer CA certificates.  Example: `ta tpm-ca add vendor-root.pem`"""
     raw = read_input_file(str(file), what="certificate file", max_bytes=65536, as_json=as_json)
     pem = raw.decode("latin-1") if b"-----BEGIN" in raw else _der_to_pem(raw)
-    request = build(TpmCaAdd, {"certificate_pem": pem, "description": description}, as_json)
+    request = build(TpmCaAdd, {"certificate_pem": pem, "description": description}, as_json,
+                    options={"certificate_pem": "FILE"})
     added = call(ctx, as_json, lambda client: client.add_tpm_cas(request))
     emit(added, as_json, "\n".join(
         f"Trusted {'root' if ca.is_root else 'intermediate'} {ca.subject} "
@@ -79,7 +80,8 @@ def ek_add(ctx: typer.Context,
     """Allow one EK public key.  Example: `ta ek add host7-ek.pem --description host7`"""
     raw = read_input_file(str(file), what="key file", max_bytes=16384, as_json=as_json)
     request = build(EkAdd, {"public_key_pem": raw.decode("latin-1"),
-                            "description": description}, as_json)
+                            "description": description}, as_json,
+                    options={"public_key_pem": "FILE"})
     added = call(ctx, as_json, lambda client: client.add_ek(request))
     emit(added, as_json, f"Allowed EK {added.fingerprint_sha256[:16]}… ({added.algorithm}).")
 
@@ -168,7 +170,9 @@ def cluster_create(
         policy["pcrs"] = pcr
     request = build(ClusterCreate, {"name": name, "description": description,
                                     "policy": policy, "token_lifetime_seconds": token_lifetime,
-                                    "attestation_interval_seconds": interval}, as_json)
+                                    "attestation_interval_seconds": interval}, as_json,
+                    options={"policy": "--pcr", "token_lifetime_seconds": "--token-lifetime",
+                             "attestation_interval_seconds": "--interval"})
     created = call(ctx, as_json, lambda client: client.create_cluster(request))
     emit(created, as_json, _cluster_table([created]))
 
