@@ -25,9 +25,8 @@ import threading
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from trustauthority.agent.tpm import AgentTpm, AkHandleInfo, AkKind, BindingKeyInfo, EkKind
 from trustauthority.client.http import Credentials, TrustAuthorityClient
 from trustauthority.errors import (
     AuthenticationFailed,
@@ -44,6 +43,9 @@ from trustauthority.schemas import (
     EnrollmentStart,
     EvidenceIn,
 )
+
+if TYPE_CHECKING:  # tpm2-pytss loads in ~0.3 s: only the commands that use the TPM pay for it
+    from trustauthority.agent.tpm import AgentTpm, AkHandleInfo, AkKind, BindingKeyInfo, EkKind
 
 log = logging.getLogger("trustauthority.agent")
 
@@ -85,11 +87,15 @@ class AgentState:
 
     @property
     def ak(self) -> AkHandleInfo:
+        from trustauthority.agent.tpm import AkHandleInfo
+
         return AkHandleInfo(self.ak_kind, self.ek_kind, _unb64(self.ak_public, "AK"),
                             _unb64(self.ak_private, "AK"), _unb64(self.ak_name, "AK"))
 
     @property
     def binding_key(self) -> BindingKeyInfo:
+        from trustauthority.agent.tpm import BindingKeyInfo
+
         return BindingKeyInfo(self.ek_kind, _unb64(self.binding_public, "binding key"),
                               _unb64(self.binding_private, "binding key"),
                               _unb64(self.binding_name, "binding key"))
@@ -209,6 +215,8 @@ def enroll(state_dir: StateDir, *, server: str, join_token: str | None, tcti: st
 
     `ek_intermediates` (DER) are CA certificates between the EK certificate and a root the
     service trusts, for TPM vendors that do not put them in the TPM."""
+    from trustauthority.agent.tpm import AgentTpm
+
     name = hostname or socket.gethostname().split(".")[0]
     with AgentTpm(tcti) as tpm:
         ek_certificate = tpm.ek_certificate(ek_kind)
@@ -265,6 +273,8 @@ def gather_evidence(tpm: AgentTpm, state: AgentState, challenge: ChallengeOut,
 
 def attest(state_dir: StateDir, *, event_log: str | None = None) -> AttestationResultOut:
     """One challenge–response round; saves the token (or drops it) and the status."""
+    from trustauthority.agent.tpm import AgentTpm
+
     state = state_dir.load()
     credential = state_dir.credential()
     log_bytes = read_event_log(event_log or state.event_log)

@@ -18,19 +18,11 @@ from typing import Annotated
 import typer
 from rich.panel import Panel
 
-from trustauthority.agent.swtpm import SoftwareTpm, SoftwareTpmCa, swtpm_available
-from trustauthority.cli.demo_evidence import run_evidence_demo
-from trustauthority.cli.demo_fleet import (
-    INFRA_PROFILE,
-    PIDS_FILE,
-    TRUST_PROFILE,
-    FleetDemo,
-    prepare_data_dir,
-)
-from trustauthority.cli.demo_steps import DemoFailure
 from trustauthority.cli.output import EXIT_UNAVAILABLE, console, fail, fail_with
-from trustauthority.cli.processes import record_pids, stop_recorded
 from trustauthority.errors import TrustAuthorityError
+
+# The demo's parts (service setup, agent, TPM access) are imported when it runs: importing them
+# here would slow down every other `ta` command, which all load this module.
 
 
 def default_data_dir() -> Path:
@@ -60,6 +52,10 @@ def demo(
 
     Example: `ta demo` (or `make demo`); `ta demo --keep-running`, later `ta demo --stop`
     """
+    from trustauthority.agent.swtpm import swtpm_available
+    from trustauthority.cli.demo_fleet import PIDS_FILE
+    from trustauthority.cli.processes import stop_recorded
+
     root = (data_dir or default_data_dir()).resolve()
     if stop:
         stopped = stop_recorded(root / PIDS_FILE)
@@ -75,6 +71,16 @@ def demo(
 
 
 def _fleet_demo(root: Path, keep_running: bool) -> None:
+    from trustauthority.cli.demo_fleet import (
+        INFRA_PROFILE,
+        PIDS_FILE,
+        TRUST_PROFILE,
+        FleetDemo,
+        prepare_data_dir,
+    )
+    from trustauthority.cli.demo_steps import DemoFailure
+    from trustauthority.cli.processes import record_pids
+
     started = time.monotonic()
     console.print(Panel.fit(
         "[bold]Trust Authority — the demo[/]\n"
@@ -124,6 +130,10 @@ def _fleet_demo(root: Path, keep_running: bool) -> None:
 
 
 def _evidence_demo(data_dir: Path | None) -> None:
+    from trustauthority.agent.swtpm import SoftwareTpm, SoftwareTpmCa
+    from trustauthority.cli.demo_evidence import run_evidence_demo
+    from trustauthority.cli.demo_steps import DemoFailure
+
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="ta-demo-")) if data_dir is None else data_dir
     workdir.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,9 @@ def init(
     tls_cert: Annotated[Path | None, typer.Option(help="Server certificate (PEM chain).")]
     = None,
     tls_key: Annotated[Path | None, typer.Option(help="Server private key (PEM).")] = None,
+    issuer: Annotated[str | None, typer.Option(
+        help="The URL relying parties know the service by: the `iss` of its tokens (default: "
+             "https://HOST:PORT, or the first --hostname when listening on 0.0.0.0).")] = None,
     login: Annotated[bool, typer.Option(
         help="Also save a CLI profile with the admin token (owner-only file).")] = False,
     as_json: Json = False,
@@ -67,7 +70,7 @@ def init(
             result = initialise(data_dir, database_url=database, admin_name=admin,
                                 hostnames=tuple(hostname or ("localhost", "127.0.0.1")),
                                 listen_host=host, listen_port=port, master_key_file=master_key,
-                                tls_certificate=tls_cert, tls_key=tls_key)
+                                tls_certificate=tls_cert, tls_key=tls_key, issuer=issuer)
         except Conflict as error:  # a database another service already uses: never reused
             fail_with(error, as_json=as_json, hint="give an empty database with --database")
         except OSError as error:
