@@ -489,6 +489,12 @@ SERVICE_ERRORS: list[tuple[str, httpx.Response | httpx.TransportError, int, str]
         "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: Hostname mismatch, "
         "certificate is not valid for 'ta.example'. (_ssl.c:1006)"), 3, "`ta init --hostname`"),
     ("no answer in time", httpx.ReadTimeout("timed out"), 3, "that the service is running"),
+    # a refused key release is a denial (4), a blob that does not open a rejection (1)
+    ("a key release refused", _refusal(403, "key_release_refused",
+                                       "host web-9 is untrusted now"), 4, "untrusted now"),
+    ("a blob that does not open", _refusal(422, "wrapped_key_invalid",
+                                           "the blob does not authenticate"), 1,
+     "does not authenticate"),
 ]
 
 

@@ -109,7 +109,9 @@ def enroll(
     try:
         state = agent_host.enroll(states, server=server,
                                   join_token=join_token, tcti=tcti, event_log=eventlog,
-                                  ca_file=ca, hostname=hostname, ek_kind=ek,
+                                  # absolute: the agent may run from another directory later
+                                  ca_file=str(Path(ca).resolve()) if ca else None,
+                                  hostname=hostname, ek_kind=ek,
                                   ek_intermediates=intermediates)
     except TrustAuthorityError as error:
         fail_with(error, as_json=as_json)

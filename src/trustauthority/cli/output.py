@@ -18,8 +18,10 @@ from trustauthority.errors import (
     AuditChainBroken,
     BackendUnavailable,
     EvidenceError,
+    KeyReleaseRefused,
     TokenRejected,
     TrustAuthorityError,
+    WrappedKeyInvalid,
 )
 
 #: exit codes every command uses
@@ -71,9 +73,10 @@ def fail_with(error: TrustAuthorityError, *, as_json: bool = False,
               hint: str | None = None) -> NoReturn:
     """Map one of our typed errors onto the CLI's exit codes; `hint` says what to do about it
     where the error itself (raised below the CLI) cannot know."""
-    if isinstance(error, EvidenceError | AuditChainBroken | TokenRejected):
+    if isinstance(error, EvidenceError | AuditChainBroken | TokenRejected | WrappedKeyInvalid):
         code = EXIT_REJECTED
-    elif isinstance(error, AccessError) or error.error_type in ("unauthenticated", "forbidden"):
+    elif isinstance(error, AccessError | KeyReleaseRefused) or error.error_type in (
+            "unauthenticated", "forbidden", "key_release_refused"):
         code = EXIT_DENIED
     elif isinstance(error, BackendUnavailable):
         code = EXIT_UNAVAILABLE
