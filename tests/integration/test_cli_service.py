@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -179,3 +180,20 @@ def test_a_service_listening_on_every_address_names_a_dialable_issuer(tmp_path: 
     initialise(tmp_path / "lb", listen_host="0.0.0.0", issuer="https://ta.example.com")  # noqa: S104
     issuer = load_config(tmp_path / "lb").token_issuer
     assert issuer == "https://ta.example.com"
+
+
+def test_serve_on_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
+    port = free_port()
+    ta = str(Path(sys.executable).parent / "ta")
+    subprocess.run([ta, "init", "--data-dir", str(tmp_path / "d"), "--port", str(port)],
+                   check=True, capture_output=True)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen(1)
+        result = subprocess.run([ta, "serve", "--data-dir", str(tmp_path / "d")],
+                                capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use; "
+                      "choose another --port, or stop what listens there"]
+    assert "Traceback" not in result.stderr

@@ -95,7 +95,9 @@ def serve(options: ServeOptions) -> None:
         return
     server, platform = build_server(options)
     try:
-        server.run()
+        # bound here so a port in use is one clear error, not uvicorn's log lines and exit 1
+        sock = _listening_socket(server.config.host, server.config.port)
+        server.run(sockets=[sock])
     finally:
         platform.db.dispose()
 
@@ -109,7 +111,8 @@ def _listening_socket(host: str, port: int) -> socket.socket:
         sock.listen(2048)
     except OSError as error:
         sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror or error}; choose "
+                          "another --port, or stop what listens there") from None
     sock.set_inheritable(True)
     return sock
 
