@@ -248,7 +248,7 @@ ERRORS = [
          "check the path"),
     Case("encrypting with a blob of random bytes",
          ("agent", "workload", "encrypt", "{garbage}", "{out}", "--workload", "vm-42", "--blob",
-          "{garbage}", "--state-dir", "{dir}"), 2, "expected tak1."),
+          "{garbage}", "--state-dir", "{dir}"), 1, "expected tak1."),  # a blob refused: 1
     Case("rekeying what is no workload", ("agent", "workload", "rekey", "{garbage}", "{out}",
                                           "--blob", "tak1.x.y", "--state-dir", "{dir}"), 2,
          "must be a file `ta agent workload encrypt` wrote"),
@@ -363,12 +363,13 @@ def test_a_failed_decryption_leaves_the_users_file_alone(tmp_path: Path) -> None
     encrypt_file(tmp_path / "plain", sealed, workload="vm-42", blob="tak1.x.y",
                  kek=bytes(32), cipher="aes-256-gcm")
     (tmp_path / "state").mkdir()
-    for source in (sealed, tmp_path / "plain", tmp_path / "missing"):
+    # a blob that does not open is refused (1); a file that is no workload or none is usage (2)
+    for source, code in ((sealed, 1), (tmp_path / "plain", 2), (tmp_path / "missing", 2)):
         precious.write_text("keep me")
         result = runner.invoke(app, ["agent", "workload", "decrypt", str(source), str(precious),
                                      "--state-dir", str(tmp_path / "state")], prog_name="ta")
         _no_traceback(result)
-        assert result.exit_code == 2, result.output
+        assert result.exit_code == code, result.output
         assert precious.read_text() == "keep me"
 
 
