@@ -26,6 +26,7 @@ import json
 import os
 import stat
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+from pydantic import ValidationError
 
 from trustauthority.errors import BackupInvalid, Conflict, UsageError
 from trustauthority.files import write_private
@@ -123,10 +125,11 @@ def unseal(sealed: bytes, material: bytes) -> tuple[dict[str, Any], bytes]:
         n, r, p = int(header["n"]), int(header["r"]), int(header["p"])
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise BackupInvalid("the backup's header is malformed") from None
-    # bounded cost: a forged header must not make us spend minutes or gigabytes
+    # bounded cost (the header is authenticated only after the key is derived): at most twice
+    # the memory and work this version asks for, 64 MiB, never minutes or gigabytes
     if header.get("format") != 1 or header.get("kdf") != "scrypt" or not (
-            2**14 <= n <= 2**20 and n & (n - 1) == 0 and 1 <= r <= 16 and 1 <= p <= 4
-            and len(nonce) == 12 and len(salt) >= 16):
+            n >= 2**14 and n & (n - 1) == 0 and r >= 1 and n * r <= 2 * SCRYPT_N * SCRYPT_R
+            and 1 <= p <= 2 and len(nonce) == 12 and len(salt) >= 16):
         raise BackupInvalid("the backup's header has parameters this version does not accept")
     aad = sealed[:end + 1]
     try:
@@ -136,7 +139,7 @@ def unseal(sealed: bytes, material: bytes) -> tuple[dict[str, Any], bytes]:
     except InvalidTag:
         raise BackupInvalid("the backup does not open with this key, or it was altered or "
                             "cut: check the --key-file") from None
-    except (OSError, EOFError):
+    except (OSError, EOFError, zlib.error):
         raise BackupInvalid("the backup's content is corrupt") from None
 
 
@@ -204,9 +207,15 @@ def restore_backup(source: Path, data_dir: Path, key_material: bytes,
         raise BackupInvalid("the backup's content is malformed") from None
     if set(files) != {MASTER_KEY, *TLS_FILES.values()}:
         raise BackupInvalid("the backup lacks the master key or TLS files")
+    if not isinstance(snapshot, dict) or not isinstance(snapshot.get("tables"), dict):
+        raise BackupInvalid("the backup's database snapshot is malformed")
     url = _restored_database(original, data_dir, database_url)
-    config = ServiceConfig.model_validate({
-        **original, "database_url": url, "master_key_file": MASTER_KEY, "tls": TlsConfig()})
+    try:
+        config = ServiceConfig.model_validate({
+            **original, "database_url": url, "master_key_file": MASTER_KEY, "tls": TlsConfig()})
+    except ValidationError as error:
+        raise BackupInvalid(f"the backup's configuration is malformed: "
+                            f"{error.errors()[0]['msg']}") from None
 
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     (data_dir / "tls").mkdir(exist_ok=True, mode=0o700)

@@ -18,7 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Table, TypeDecorator, delete, func, insert, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from trustauthority.errors import BackendUnavailable, Conflict, UsageError
+from trustauthority.errors import BackendUnavailable, BackupInvalid, Conflict
 from trustauthority.store.db import Database
 from trustauthority.store.models import AuditRecord, Base
 
@@ -81,7 +81,7 @@ def load_snapshot(db: Database, snapshot: Snapshot) -> dict[str, int]:
     """Create the schema and insert the snapshot's rows into an empty store, in one transaction;
     returns rows per table. A store that already holds data is refused."""
     if snapshot.get("format") != FORMAT or not isinstance(snapshot.get("tables"), dict):
-        raise UsageError("the backup's database snapshot is not in a format this version reads")
+        raise BackupInvalid("the backup's database snapshot is not in a format this version reads")
     db.upgrade()
     if snapshot.get("revision") != db.schema_head():
         raise Conflict(f"the backup was taken at schema {snapshot.get('revision')}, this version "
@@ -113,22 +113,22 @@ def _load_table(connection: Any, table: Table, data: object) -> int:
     if data is None:
         return 0
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
-        raise UsageError(f"the backup's table {table.name} is malformed")
+        raise BackupInvalid(f"the backup's table {table.name} is malformed")
     names = data.get("columns")
     known = {column.name: column for column in table.columns}
     if not isinstance(names, list) or set(names) != set(known):
-        raise UsageError(f"the backup's table {table.name} has other columns than this version")
+        raise BackupInvalid(f"the backup's table {table.name} has other columns than this version")
     decoders = [_decoder(known[name]) for name in names]
     rows = []
     for raw in data["rows"]:
         if not isinstance(raw, list) or len(raw) != len(names):
-            raise UsageError(f"a row of the backup's table {table.name} is malformed")
+            raise BackupInvalid(f"a row of the backup's table {table.name} is malformed")
         try:
             rows.append({name: (decode(value) if decode is not None and value is not None
                                 else value)
                          for name, decode, value in zip(names, decoders, raw, strict=True)})
         except (ValueError, TypeError, binascii.Error):
-            raise UsageError(f"a value in the backup's table {table.name} is malformed") \
+            raise BackupInvalid(f"a value in the backup's table {table.name} is malformed") \
                 from None
     for start in range(0, len(rows), 500):
         connection.execute(insert(table), rows[start:start + 500])

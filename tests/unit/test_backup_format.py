@@ -1,0 +1,64 @@
+"""The backup file refuses forged or malformed content with BackupInvalid: a header asking for
+more scrypt work than this version makes, and content sealed with the right key but not of the
+shape a backup has (a key holder's mistake, or a file from another tool)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from trustauthority.errors import BackupInvalid
+from trustauthority.service.backup import MAGIC, restore_backup, seal, unseal
+
+KEY = b"k" * 32
+FILES = {name: base64.b64encode(b"x").decode()
+         for name in ("master.key", "tls/server.pem", "tls/server-key.pem", "tls/ca.pem")}
+
+
+def _header(sealed: bytes) -> dict[str, object]:
+    header: dict[str, object] = json.loads(sealed[len(MAGIC):sealed.index(b"\n", len(MAGIC))])
+    return header
+
+
+def _with_header(sealed: bytes, **changes: object) -> bytes:
+    end = sealed.index(b"\n", len(MAGIC))
+    header = {**_header(sealed), **changes}
+    return MAGIC + json.dumps(header).encode() + sealed[end:]
+
+
+@pytest.mark.parametrize("changes", [
+    {"n": 2**20, "r": 16},  # 2 GiB of scrypt memory
+    {"n": 2**16, "r": 16},  # 128 MiB
+    {"p": 4},
+    {"n": 3**10},  # not a power of two
+    {"format": 2},
+    {"kdf": "pbkdf2"},
+])
+def test_a_header_asking_for_other_work_is_refused_before_any(changes: dict[str, object]
+                                                               ) -> None:
+    sealed = seal(b"{}", KEY, "2026-01-01T00:00:00+00:00")
+    with pytest.raises(BackupInvalid, match="does not accept"):
+        unseal(_with_header(sealed, **changes), KEY)
+
+
+@pytest.mark.parametrize("document", [
+    [],  # not an object
+    {"files": [], "config": {}, "database": {}},
+    {"files": FILES, "config": {"listen_port": "not a port"}, "database": {}},
+    {"files": FILES, "config": {"database_url": "sqlite:///trustauthority.db",
+                                "unknown_setting": 1}, "database": {}},
+    {"files": FILES, "config": {"database_url": "sqlite:///trustauthority.db"},
+     "database": ["not", "a", "snapshot"]},
+    {"files": FILES, "config": {"database_url": "sqlite:///trustauthority.db"},
+     "database": {"format": 1, "revision": "x", "tables": []}},
+])
+def test_content_sealed_with_the_key_but_malformed_is_refused(tmp_path: Path,
+                                                              document: object) -> None:
+    source = tmp_path / "forged.tab"
+    source.write_bytes(seal(json.dumps(document).encode(), KEY, "2026-01-01T00:00:00+00:00"))
+    with pytest.raises(BackupInvalid):
+        restore_backup(source, tmp_path / "restored", KEY)
+    assert not (tmp_path / "restored" / "config.toml").exists()
