@@ -76,7 +76,7 @@ def fail_with(error: TrustAuthorityError, *, as_json: bool = False,
     if isinstance(error, EvidenceError | AuditChainBroken | TokenRejected | WrappedKeyInvalid):
         code = EXIT_REJECTED
     elif isinstance(error, AccessError | KeyReleaseRefused) or error.error_type in (
-            "unauthenticated", "forbidden", "key_release_refused"):
+            "unauthenticated", "forbidden"):
         code = EXIT_DENIED
     elif isinstance(error, BackendUnavailable):
         code = EXIT_UNAVAILABLE
