@@ -24,12 +24,13 @@ from tpm2_pytss import ESYS_TR
 from typer.testing import CliRunner
 
 from tests.conftest import SwtpmFactory
-from tests.support.service import RunningService, free_port
+from tests.support.service import RunningService
 from trustauthority.agent import host as agent
 from trustauthority.agent import simboot
 from trustauthority.agent.swtpm import SoftwareTpm, SoftwareTpmCa
 from trustauthority.agent.tpm import AgentTpm
 from trustauthority.cli.main import app
+from trustauthority.cli.processes import free_port
 from trustauthority.errors import (
     ActivationFailed,
     AuthenticationFailed,
@@ -75,10 +76,8 @@ class Fleet:
              banks: tuple[str, ...] = ("sha1", "sha256")) -> tuple[SoftwareTpm, Path]:
         """A new machine: a fresh TPM extended with `image`'s boot, and its event log."""
         tpm = self.make_tpm()
-        events, raw_log = simboot.boot_log(image, banks)
         with AgentTpm(tpm.tcti) as agent_tpm:
-            for pcr, digests in simboot.extends(events, banks):
-                agent_tpm.pcr_extend(pcr, digests)
+            _events, raw_log = simboot.measure(agent_tpm, image, banks)
         path = tpm.state_dir / "binary_bios_measurements"
         path.write_bytes(raw_log)
         return tpm, path
@@ -235,9 +234,7 @@ def test_a_cleared_tpm_recovers_by_enrolling_again(fleet: Fleet) -> None:
     with AgentTpm(tpm.tcti) as agent_tpm:
         agent_tpm._ectx.clear(ESYS_TR.PLATFORM)
     with AgentTpm(tpm.tcti) as agent_tpm:
-        events, raw_log = simboot.boot_log(simboot.GOLDEN_IMAGE)
-        for pcr, digests in simboot.extends(events, ("sha1", "sha256")):
-            agent_tpm.pcr_extend(pcr, digests)
+        _events, raw_log = simboot.measure(agent_tpm)
     log.write_bytes(raw_log)
     # its keys are gone; enrolling again (a new AK) starts a new clock history
     again = fleet.enroll(tpm, log, name="cleared")

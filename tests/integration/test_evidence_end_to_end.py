@@ -56,9 +56,7 @@ def host(tmp_path_factory: pytest.TempPathFactory,
     """One software TPM booted with the golden image, with an ECC AK under the RSA EK."""
     tpm = SoftwareTpm(tmp_path_factory.mktemp("host"), swtpm_ca)
     with tpm, AgentTpm(tpm.tcti) as agent:
-        events, raw_log = simboot.boot_log()
-        for pcr, digests in simboot.extends(events, ("sha1", "sha256")):
-            agent.pcr_extend(pcr, digests)
+        _events, raw_log = simboot.measure(agent)
         ak_info = agent.create_ak("ecc", ek_kind="rsa")
         yield BootedHost(tpm, agent, ak_info, parse_tpm2b_public(ak_info.public), raw_log,
                          parse_event_log(raw_log))
@@ -76,9 +74,7 @@ def test_quote_and_log_from_swtpm_verify(swtpm_factory: SwtpmFactory, ak_kind: s
                                          ek_kind: str) -> None:
     tpm = swtpm_factory()
     with AgentTpm(tpm.tcti) as agent:
-        events, raw_log = simboot.boot_log()
-        for pcr, digests in simboot.extends(events, ("sha1", "sha256")):
-            agent.pcr_extend(pcr, digests)
+        events, raw_log = simboot.measure(agent)
         ak_info = agent.create_ak(ak_kind, ek_kind=ek_kind)  # type: ignore[arg-type]
         ak = parse_tpm2b_public(ak_info.public)
         check_ak_attributes(ak)

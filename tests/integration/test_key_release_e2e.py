@@ -133,11 +133,9 @@ def _reboot(tpm: SoftwareTpm, state_dir: agent.StateDir, image: simboot.BootImag
     """Power-cycle the machine and boot `image`: fresh PCRs, a new event log."""
     tpm.stop()
     tpm.start()
-    events, raw_log = simboot.boot_log(image)
     with AgentTpm(tpm.tcti) as agent_tpm:
         agent_tpm.startup_clear()
-        for pcr, digests in simboot.extends(events, ("sha1", "sha256")):
-            agent_tpm.pcr_extend(pcr, digests)
+        _events, raw_log = simboot.measure(agent_tpm, image)
     Path(state_dir.load().event_log).write_bytes(raw_log)
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from trustauthority.eventlog import (
     EFI_GLOBAL_VARIABLE,
@@ -135,3 +136,20 @@ def extends(events: Sequence[EventSpec],
     """What a TPM must be extended with, event by event: (PCR, {bank: digest})."""
     return [(event.pcr, {bank: event_digest(event, bank) for bank in banks}) for event in events
             if event.event_type != EventType.EV_NO_ACTION]
+
+
+class Extendable(Protocol):
+    """What `measure` needs of a TPM (AgentTpm has it)."""
+
+    def pcr_extend(self, pcr: int, digests: Mapping[str, bytes]) -> None: ...
+
+
+def measure(tpm: Extendable, image: BootImage = GOLDEN_IMAGE,
+            banks: Sequence[str] = ("sha1", "sha256")) -> tuple[list[EventSpec], bytes]:
+    """Boot `image` on `tpm`, as firmware would: extend its PCRs event by event. Returns the
+    events and the event log that records them."""
+    events, raw_log = boot_log(image, banks)
+    for pcr, digests in extends(events, banks):
+        tpm.pcr_extend(pcr, digests)
+    return events, raw_log
+

@@ -211,11 +211,9 @@ def simulate_boot(
 
     _quiet_tpm_library()
     chosen = simboot.GOLDEN_IMAGE if image == "golden" else simboot.MODIFIED_KERNEL_IMAGE
-    events, raw_log = simboot.boot_log(chosen)
     try:
         with AgentTpm(tcti) as tpm:
-            for pcr, digests in simboot.extends(events, ("sha1", "sha256")):
-                tpm.pcr_extend(pcr, digests)
+            events, raw_log = simboot.measure(tpm, chosen)
     except TrustAuthorityError as error:
         fail_with(error)
     write_private(eventlog, raw_log)

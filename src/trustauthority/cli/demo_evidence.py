@@ -78,9 +78,7 @@ def run_evidence_demo(tpm: SoftwareTpm) -> None:
             ak_qualified = ak.qualified_name(ek_qualified)
 
         with step("3. Measured boot: firmware, Secure Boot, shim, GRUB, kernel, initrd"):
-            events, raw_log = simboot.boot_log(simboot.GOLDEN_IMAGE)
-            for pcr, digests in simboot.extends(events, ("sha1", "sha256")):
-                agent.pcr_extend(pcr, digests)
+            _events, raw_log = simboot.measure(agent, simboot.GOLDEN_IMAGE)
             log = parse_event_log(raw_log)
             ok(f"{len(log.events)} events measured into PCRs 0-9 and written to the event log")
 
@@ -126,9 +124,7 @@ def run_evidence_demo(tpm: SoftwareTpm) -> None:
 
         with step("6. The host reboots into a kernel nobody approved"):
             tpm.reboot()
-            bad_events, bad_log = simboot.boot_log(simboot.MODIFIED_KERNEL_IMAGE)
-            for pcr, digests in simboot.extends(bad_events, ("sha1", "sha256")):
-                agent.pcr_extend(pcr, digests)
+            _bad_events, bad_log = simboot.measure(agent, simboot.MODIFIED_KERNEL_IMAGE)
             nonce2 = os.urandom(32)
             quote2 = agent.quote(ak_info, nonce2, QUOTED_PCRS)
             verified2 = verify_quote(ak=ak, raw_attest=quote2.attest,
