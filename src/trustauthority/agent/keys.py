@@ -27,16 +27,22 @@ log = logging.getLogger("trustauthority.agent")
 TOKEN_MARGIN = timedelta(seconds=30)
 
 
-def _expires_soon(token: str) -> bool:
-    """Whether the held token is (nearly) expired. Read without verifying: only the service's
-    verdict counts; this just saves a refused round trip."""
+def unverified_expiry(token: str) -> datetime | None:
+    """When the held token expires, read without verifying it (None if unreadable): only the
+    service's verdict counts; this just saves a refused round trip."""
     try:
         payload = token.split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        expires = datetime.fromtimestamp(int(claims["exp"]), UTC)
-    except (IndexError, ValueError, KeyError, TypeError, binascii.Error):
-        return True
-    return expires - datetime.now(UTC) < TOKEN_MARGIN
+        return datetime.fromtimestamp(int(claims["exp"]), UTC)
+    except (IndexError, ValueError, KeyError, TypeError, OverflowError, OSError,
+            binascii.Error):
+        return None
+
+
+def _expires_soon(token: str) -> bool:
+    """Whether the held token is (nearly) expired."""
+    expires = unverified_expiry(token)
+    return expires is None or expires - datetime.now(UTC) < TOKEN_MARGIN
 
 
 def current_token(state_dir: StateDir, *, attest_if_needed: bool,
