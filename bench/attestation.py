@@ -91,10 +91,10 @@ from cryptography.hazmat.primitives import serialization
 from rich.console import Console
 from rich.table import Table
 from tests.support.postgres import PostgresCluster, postgres_available
-from tests.support.service import free_port
 from tests.support.sim_host import BANK, ZERO, SimHost, golden
 from tests.support.sim_host import b64 as _b64
 
+from trustauthority.cli.processes import free_port
 from trustauthority.client import Credentials, TrustAuthorityClient
 from trustauthority.eventlog import parse_event_log
 from trustauthority.policy import DEFAULT_PCRS

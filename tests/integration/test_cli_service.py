@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.service import free_port
+from trustauthority.cli.processes import free_port
 
 TA = str(Path(sys.executable).parent / "ta")
 

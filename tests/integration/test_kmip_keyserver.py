@@ -20,13 +20,13 @@ from kmip.core import enums
 from kmip.pie.client import ProxyKmipClient
 
 from tests.support.kms import (
-    TRUSTAUTHORITY,
     RunningKms,
     certificate_without_client_auth,
     foreign_pki,
     start_kms,
 )
 from trustauthority import pki
+from trustauthority.cli.processes import TRUSTAUTHORITY
 from trustauthority.errors import (
     ConfigError,
     KeyServerUnavailable,

@@ -11,11 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
-import socket
-import ssl
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,14 +20,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.support.service import free_port
 from trustauthority import pki
+from trustauthority.cli.processes import TRUSTAUTHORITY, BackgroundProcess, free_port
+from trustauthority.errors import BackendUnavailable
 from trustauthority.keyserver import KmipEndpoint
-from trustauthority.keyserver.embedded import CLIENT_NAME, KmsFiles
+from trustauthority.keyserver.embedded import CLIENT_NAME, KmsFiles, handshake
 
-TRUSTAUTHORITY = str(Path(sys.executable).parent / "trustauthority")
 START_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
 
 
 class RunningKms:
@@ -44,33 +38,29 @@ class RunningKms:
         self.port = port or free_port()
         self.files = KmsFiles.at(data_dir, database_path)
         self.output = self.files.data_dir.parent / f"{self.files.data_dir.name}-{self.port}.out"
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: BackgroundProcess | None = None
 
     @property
     def pid(self) -> int:
-        assert self._process is not None, "the KMS is not running"
-        return self._process.pid
+        pid = self._process.pid if self._process is not None else None
+        assert pid is not None, "the KMS is not running"
+        return pid
 
     def start(self) -> RunningKms:
         command = [TRUSTAUTHORITY, "kms", "serve", "--data-dir", str(self.files.data_dir),
                    "--host", self.host, "--port", str(self.port),
                    "--database", str(self.files.database)]
-        with self.output.open("ab") as sink:
-            self._process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, start_new_session=True)
-        self._wait_until_ready()
+        self._process = BackgroundProcess("the test KMS", command, self.output)
+        try:
+            self._process.start(self._ready, START_TIMEOUT)
+        except BackendUnavailable as error:  # exited, or never took a TLS connection
+            self._fail(str(error))
         return self
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # its own session: the server and helpers
-            process.wait(STOP_TIMEOUT)
+        if process is not None:
+            process.stop()
 
     def restart(self) -> RunningKms:
         self.stop()
@@ -93,31 +83,12 @@ class RunningKms:
         certificate = x509.load_pem_x509_certificate(self.files.server_certificate.read_bytes())
         return certificate.fingerprint(hashes.SHA256()).hex()
 
-    def _wait_until_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        last_error = "never tried"
-        while time.monotonic() < deadline:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                self._fail(f"exited with code {self._process.returncode}")
-            try:
-                self._handshake()
-            except (OSError, ValueError) as error:  # files not written yet, refused, TLS
-                last_error = f"{type(error).__name__}: {error}"
-                time.sleep(0.1)
-            else:
-                return
-        self._fail(f"did not accept a TLS connection within {START_TIMEOUT:g} s ({last_error})")
-
-    def _handshake(self) -> None:
-        """A full mutual-TLS handshake with Trust Authority's client certificate."""
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False  # some tests serve certificates for other names
-        context.load_verify_locations(str(self.files.ca_certificate))
-        context.load_cert_chain(str(self.files.client_certificate), str(self.files.client_key))
-        with socket.create_connection((self.host, self.port), timeout=2) as raw, \
-                context.wrap_socket(raw) as tls:
-            tls.getpeercert()
+    def _ready(self) -> bool:
+        try:
+            handshake(self.files, self.host, self.port)
+        except (OSError, ValueError):  # files not written yet, refused, TLS
+            return False
+        return True
 
     def _fail(self, why: str) -> None:
         self.stop()

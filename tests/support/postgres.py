@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.support.service import free_port
+from trustauthority.cli.processes import free_port
 
 BIN = Path("/usr/lib/postgresql/15/bin")
 

@@ -6,7 +6,6 @@ class for client certificates), on a free loopback port.
 
 from __future__ import annotations
 
-import socket
 import ssl
 import threading
 import time
@@ -16,17 +15,11 @@ import httpx
 import uvicorn
 
 from trustauthority.api.server import ServeOptions, build_server
+from trustauthority.cli.processes import free_port
 from trustauthority.client import Credentials, TrustAuthorityClient
 from trustauthority.schemas import PrincipalCreate, TokenCreate
 from trustauthority.service.platform import Platform
 from trustauthority.service.setup import initialise
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class RunningService:

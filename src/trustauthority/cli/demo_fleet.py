@@ -9,13 +9,10 @@ API. Every step checks its outcome: a wrong one stops the demo with an error.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
 import shutil
-import socket
-import ssl
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,14 +21,19 @@ from rich.table import Table
 
 from trustauthority.agent import host as agent
 from trustauthority.agent import simboot
-from trustauthority.agent.keys import fetch_key
+from trustauthority.agent.keys import fetch_key, unverified_expiry
 from trustauthority.agent.swtpm import SoftwareTpm, SoftwareTpmCa
 from trustauthority.agent.tpm import AgentTpm
 from trustauthority.agent.workload import decrypt_file, encrypt_file
 from trustauthority.cli.demo_steps import DemoFailure, expect_refusal, info, ok, step
 from trustauthority.cli.host import host_table
 from trustauthority.cli.output import console
-from trustauthority.cli.processes import TRUSTAUTHORITY, BackgroundProcess, stop_recorded
+from trustauthority.cli.processes import (
+    TRUSTAUTHORITY,
+    BackgroundProcess,
+    free_port,
+    stop_recorded,
+)
 from trustauthority.cli.profile import Profile, save_profile
 from trustauthority.client import Credentials, TrustAuthorityClient
 from trustauthority.errors import (
@@ -40,7 +42,7 @@ from trustauthority.errors import (
     TokenBindingMismatch,
     TrustAuthorityError,
 )
-from trustauthority.keyserver.embedded import KmsFiles
+from trustauthority.keyserver.embedded import KmsFiles, handshake
 from trustauthority.schemas import (
     AttestationResultOut,
     BaselineFromHost,
@@ -83,10 +85,8 @@ class DemoHost:
 
     def boot(self, image: simboot.BootImage) -> None:
         """Measure `image`'s boot into the TPM and write the firmware event log beside it."""
-        events, raw_log = simboot.boot_log(image)
         with AgentTpm(self.tpm.tcti) as tpm:
-            for pcr, digests in simboot.extends(events, ("sha1", "sha256")):
-                tpm.pcr_extend(pcr, digests)
+            _events, raw_log = simboot.measure(tpm, image)
         self.event_log.write_bytes(raw_log)
 
 
@@ -104,13 +104,6 @@ class Outcomes:
     def to_json(self, **extra: object) -> dict[str, object]:
         return {"hosts": self.hosts, "final": self.final, "reasons": self.reasons,
                 "releases": self.releases, "audit": self.audit, **extra}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def prepare_data_dir(root: Path) -> None:
@@ -165,18 +158,13 @@ class FleetDemo:
         return True
 
     def _kms_ready(self) -> bool:
-        """A full mutual-TLS handshake with the client certificate the service will use."""
-        files = self.kms_files
-        if not files.client_key.exists():
+        if not self.kms_files.client_key.exists():  # its first run writes the certificates
             return False
-        context = ssl.create_default_context(cafile=str(files.ca_certificate))
-        context.load_cert_chain(str(files.client_certificate), str(files.client_key))
         try:
-            with socket.create_connection(("127.0.0.1", self.kms_port), timeout=2) as raw, \
-                    context.wrap_socket(raw, server_hostname="127.0.0.1"):
-                return True
-        except (OSError, ssl.SSLError):
+            handshake(self.kms_files, "127.0.0.1", self.kms_port)
+        except OSError:
             return False
+        return True
 
     def start_service(self) -> None:
         port = free_port()
@@ -456,6 +444,5 @@ def _short(value: str | None) -> str:
 
 
 def _seconds_left(token: str) -> int:
-    payload = token.split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    return max(0, int(claims["exp"]) - int(datetime.now(UTC).timestamp()))
+    expires = unverified_expiry(token)
+    return 0 if expires is None else max(0, int((expires - datetime.now(UTC)).total_seconds()))

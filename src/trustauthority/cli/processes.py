@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -62,6 +63,14 @@ class BackgroundProcess:
         tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
         raise BackendUnavailable(f"{self.name} {why}: {' | '.join(tail) or 'no output'} "
                                  f"(log: {self.log_path})")
+
+
+def free_port() -> int:
+    """A loopback port free right now (the kernel's choice)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def stop_pid(pid: int) -> None:

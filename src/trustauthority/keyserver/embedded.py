@@ -25,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import ssl
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -161,6 +162,19 @@ def serve_kms(files: KmsFiles, *, on_ready: Callable[[], None] | None = None) ->
 
 
 # -- the PKI ----------------------------------------------------------------------------------
+
+
+def handshake(files: KmsFiles, host: str, port: int, timeout: float = 2.0) -> None:
+    """A full mutual-TLS handshake with the client certificate Trust Authority uses: the probe
+    that a started KMS is ready. Raises OSError (ssl.SSLError among them) until it is. The
+    server's name is not checked here (the KMIP adapter checks it on every connection)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.load_verify_locations(str(files.ca_certificate))
+    context.load_cert_chain(str(files.client_certificate), str(files.client_key))
+    with socket.create_connection((host, port), timeout=timeout) as raw, \
+            context.wrap_socket(raw) as tls:
+        tls.getpeercert()
 
 
 def _default_names(host: str) -> tuple[str, ...]:
