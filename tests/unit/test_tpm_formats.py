@@ -30,6 +30,7 @@ from trustauthority.tpm import (
     parse_tpmt_public,
     public_from_key,
 )
+from trustauthority.tpm import attest as attest_module
 from trustauthority.tpm.constants import ObjectAttributes
 
 tpm2 = pytest.importorskip("tpm2_pytss")
@@ -115,6 +116,30 @@ def test_pcr_selection_marshals_like_tpm2_pytss() -> None:
     ours = PcrSelection.of({"sha1": [0, 7], "sha256": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14, 23]})
     theirs = tt.TPML_PCR_SELECTION.parse("sha1:0,7+sha256:0,1,2,3,4,5,6,7,8,9,14,23")
     assert ours.marshal() == theirs.marshal()
+
+
+def _quote_attest(selection: str) -> bytes:
+    quote = tt.TPMS_ATTEST(
+        magic=0xFF544347, type=St.ATTEST_QUOTE,
+        qualifiedSigner=tt.TPM2B_NAME(b"\x00\x0b" + bytes(32)), extraData=tt.TPM2B_DATA(b"n"),
+        attested=tt.TPMU_ATTEST(quote=tt.TPMS_QUOTE_INFO(
+            pcrSelect=tt.TPML_PCR_SELECTION.parse(selection),
+            pcrDigest=tt.TPM2B_DIGEST(bytes(32)))))
+    return bytes(quote.marshal())
+
+
+def test_quotes_with_many_selections_parse_right_and_the_selection_cache_stays_bounded() -> None:
+    """Parsed selections are shared between quotes, up to a bound hostile hosts cannot raise."""
+    for pcr in range(24):
+        for other in range(24):
+            attest = _quote_attest(f"sha1:{other}+sha256:{pcr},{other}")
+            info = parse_attest(attest).attested
+            assert isinstance(info, QuoteInfo)
+            assert info.pcr_select.as_dict() == {"sha1": frozenset({other}),
+                                                 "sha256": frozenset({pcr, other})}
+            assert [bank.ordered for bank in info.pcr_select.banks] == [
+                (other,), tuple(sorted({pcr, other}))]
+    assert len(attest_module._SELECTIONS) <= attest_module._MAX_SELECTIONS
 
 
 def test_certify_attest_parses() -> None:

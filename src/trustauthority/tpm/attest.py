@@ -69,6 +69,7 @@ class TpmsAttest:
 
 _HEAD = struct.Struct(">IHH")  # magic, type, qualifiedSigner.size
 _SIZE = struct.Struct(">H")
+_COUNT = struct.Struct(">I")
 _CLOCK = struct.Struct(">QIIBQ")  # clockInfo (clock, resetCount, restartCount, safe), firmware
 _BANK = struct.Struct(">HB")  # TPMS_PCR_SELECTION.hash, sizeofSelect
 _ATTEST_QUOTE = int(St.ATTEST_QUOTE)  # an int: Enum member access is slow in a hot path
@@ -85,9 +86,16 @@ def parse_attest(data: bytes) -> TpmsAttest:
     """
     try:
         fast = _parse_quote_fast(data)
-    except (struct.error, ValueError):
+    except (struct.error, ValueError, IndexError):
         fast = None
     return fast if fast is not None else _parse_careful(data)
+
+
+#: marshalled TPML_PCR_SELECTION -> its parsed form. A fleet quotes a handful of selections, so
+#: decoding each once saves the bitmap walk and two objects per quote. Sharing is safe: the
+#: objects are frozen. Bounded, so odd selections from hostile hosts cannot grow it.
+_SELECTIONS: dict[bytes, PcrSelection] = {}
+_MAX_SELECTIONS = 256
 
 
 def _parse_quote_fast(data: bytes) -> TpmsAttest | None:
@@ -110,20 +118,16 @@ def _parse_quote_fast(data: bytes) -> TpmsAttest | None:
     if safe > 1:
         return None
     pos += 25
-    (count,) = struct.unpack_from(">I", data, pos)
+    selection_start = pos
+    (count,) = _COUNT.unpack_from(data, pos)
     if count > 16:
         return None
     pos += 4
-    banks = []
-    for _ in range(count):
-        hash_alg, select_size = _BANK.unpack_from(data, pos)
-        pos += 3
-        bitmap = data[pos : pos + select_size]
-        pos += select_size
-        pcrs = pcrs_of_bitmap(bitmap)
-        if pcrs is None:
-            return None
-        banks.append(_new(PcrBankSelection, {"hash_alg": hash_alg, "pcrs": pcrs}))
+    for _ in range(count):  # hash (2), sizeofSelect (1), the bitmap
+        pos += 3 + data[pos + 2]
+    selection = _selection(data[selection_start:pos])
+    if selection is None:
+        return None
     (digest_size,) = _SIZE.unpack_from(data, pos)
     if digest_size > 64:
         return None
@@ -133,12 +137,33 @@ def _parse_quote_fast(data: bytes) -> TpmsAttest | None:
         return None
     clock_info = _new(ClockInfo, {"clock": clock, "reset_count": reset_count,
                                   "restart_count": restart_count, "safe": safe == 1})
-    selection = _new(PcrSelection, {"banks": tuple(banks)})
     quote_info = _new(QuoteInfo, {"pcr_select": selection, "pcr_digest": pcr_digest})
     return _new(TpmsAttest, {
         "magic": magic, "type": attest_type, "qualified_signer": signer, "extra_data": extra,
         "clock_info": clock_info, "firmware_version": firmware, "attested": quote_info,
         "raw": data})
+
+
+def _selection(raw: bytes) -> PcrSelection | None:
+    """The parsed TPML_PCR_SELECTION `raw` (whole, bounds already walked), or None if bad."""
+    cached = _SELECTIONS.get(raw)
+    if cached is not None:
+        return cached
+    banks = []
+    pos = 4
+    while pos < len(raw):
+        hash_alg, select_size = _BANK.unpack_from(raw, pos)
+        pcrs = pcrs_of_bitmap(raw[pos + 3 : pos + 3 + select_size])
+        if pcrs is None:
+            return None
+        banks.append(PcrBankSelection(hash_alg, pcrs))
+        pos += 3 + select_size
+    if pos != len(raw):  # the walk ran past the end of the data
+        return None
+    selection = PcrSelection(tuple(banks))
+    if len(_SELECTIONS) < _MAX_SELECTIONS:
+        _SELECTIONS[raw] = selection
+    return selection
 
 
 _T = TypeVar("_T")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 from trustauthority.tpm.constants import HASH_IDS, HASH_NAMES, alg_name, digest
 from trustauthority.tpm.reader import Reader, u16, u32
@@ -20,10 +21,16 @@ class PcrBankSelection:
     hash_alg: int
     pcrs: frozenset[int]
 
-    @property
+    # cached: a verifier asks for both on every quote, and parsed selections are shared
+    @cached_property
     def bank(self) -> str:
         name = HASH_NAMES.get(self.hash_alg)
         return name if name is not None else alg_name(self.hash_alg)
+
+    @cached_property
+    def ordered(self) -> tuple[int, ...]:
+        """The selected PCRs ascending: the order their values enter the quote's digest."""
+        return tuple(sorted(self.pcrs))
 
 
 @dataclass(frozen=True)
@@ -92,11 +99,5 @@ def pcr_digest(hash_alg: int, selection: PcrSelection,
     `hash_alg` is the signing scheme's hash (Part 3 §18.4.1), not necessarily the bank's.
     Raises KeyError if a selected PCR has no value.
     """
-    if len(selection.banks) == 1:  # the usual quote: one bank
-        bank = selection.banks[0]
-        bank_values = values[bank.bank]
-        data = b"".join([bank_values[pcr] for pcr in sorted(bank.pcrs)])
-    else:
-        data = b"".join([values[bank.bank][pcr] for bank in selection.banks
-                         for pcr in sorted(bank.pcrs)])
+    data = b"".join([values[bank.bank][pcr] for bank in selection.banks for pcr in bank.ordered])
     return digest(hash_alg, data)

@@ -48,8 +48,9 @@ from trustauthority.tpm.constants import (
     Alg,
     St,
     alg_name,
+    digest,
 )
-from trustauthority.tpm.pcr import PcrSelection, pcr_digest
+from trustauthority.tpm.pcr import PcrSelection
 from trustauthority.tpm.public import TpmPublic
 from trustauthority.tpm.signature import EccSignature, RsaSignature, Signature, parse_signature
 
@@ -67,6 +68,8 @@ _NULL = int(Alg.NULL)
 _ECC = int(Alg.ECC)
 _RSA = int(Alg.RSA)
 _RSAPSS = int(Alg.RSAPSS)
+
+_BYTES_ONLY = {bytes}
 
 #: guards VerifiedQuote's constructor: only this module holds it
 _MINT = object()
@@ -135,21 +138,27 @@ def verify_quote(
         raise WrongAttestationType("attested data is not TPMS_QUOTE_INFO")
 
     # 8. the selection the TPM signed is the selection of the values given
-    values = _check_selection(info.pcr_select, unverified_pcr_values, options)
+    values, concatenated = _check_selection(info.pcr_select, unverified_pcr_values, options)
 
-    # 9. the values given are the values the TPM quoted
-    expected_digest = pcr_digest(signature.hash_alg, info.pcr_select, values)
+    # 9. the values given are the values the TPM quoted (Part 3 §18.4.1: the digest uses the
+    # signing scheme's hash, and the values in selection order)
+    expected_digest = digest(signature.hash_alg, concatenated)
     if not hmac.compare_digest(expected_digest, info.pcr_digest):
         raise PcrDigestMismatch("the PCR values supplied are not the values the TPM quoted")
 
     # 10. clock progression
     rebooted = None if previous_clock is None else check_clock(previous_clock, attest.clock_info)
 
-    # _check_selection already copied the values: wrapping the copies makes them read-only
-    frozen_values = MappingProxyType(
-        {bank: MappingProxyType(pcrs) for bank, pcrs in values.items()})
-    return VerifiedQuote(attest, info.pcr_select, frozen_values, attest.clock_info, rebooted,
-                         _MINT)
+    # _check_selection already copied the values: wrapping the copies makes them read-only.
+    # Built without the generated __init__ (which costs as much as a check): this module holds
+    # the mint, and every field is given.
+    verified = object.__new__(VerifiedQuote)
+    verified.__dict__.update({
+        "attest": attest, "pcr_selection": info.pcr_select,
+        "pcr_values": MappingProxyType(
+            {bank: MappingProxyType(pcrs) for bank, pcrs in values.items()}),
+        "clock_info": attest.clock_info, "rebooted": rebooted, "_mint": _MINT})
+    return verified
 
 
 def check_attest(ak: TpmPublic, attest: TpmsAttest, signature: Signature, *, attest_type: int,
@@ -222,9 +231,14 @@ def _check_selection(
     signed: PcrSelection,
     unverified: Mapping[str, Mapping[int, bytes]],
     options: QuoteOptions,
-) -> dict[str, dict[int, bytes]]:
-    """Step 8: equal selections, sizes right; returns a copy of the supplied values."""
+) -> tuple[dict[str, dict[int, bytes]], bytes]:
+    """Step 8: equal selections, sizes right.
+
+    Returns a copy of the supplied values and their concatenation in selection order (banks as
+    the TPM lists them, PCRs ascending), which is what the quote's pcrDigest hashes.
+    """
     values: dict[str, dict[int, bytes]] = {}
+    ordered_values: list[bytes] = []
     for selection in signed.banks:
         if not selection.pcrs:
             continue
@@ -240,18 +254,22 @@ def _check_selection(
             raise PcrSelectionMismatch(
                 f"{bank}: the TPM signed PCRs {_fmt(selection.pcrs)} but values were supplied "
                 f"for {_fmt(offered)}")
-        bank_values = dict(supplied)
-        for pcr, value in bank_values.items():
-            if type(value) is not bytes or len(value) != size:
-                raise PcrSelectionMismatch(f"{bank} PCR {pcr}: value must be {size} bytes")
+        bank_values = dict(supplied)  # a copy: the caller cannot change it once verified
+        # immutable bytes of the bank's size only; checked with set() to keep the loop in C
+        if (set(map(type, bank_values.values())) != _BYTES_ONLY
+                or set(map(len, bank_values.values())) != {size}):
+            pcr = next(pcr for pcr, value in sorted(bank_values.items())
+                       if type(value) is not bytes or len(value) != size)
+            raise PcrSelectionMismatch(f"{bank} PCR {pcr}: value must be {size} bytes")
         values[bank] = bank_values
+        ordered_values += [bank_values[pcr] for pcr in selection.ordered]
     if not values:
         raise PcrSelectionMismatch("the quote selects no PCRs")
     extra = [bank for bank, pcrs in unverified.items() if pcrs and bank not in values]
     if extra:
         raise PcrSelectionMismatch(f"values supplied for banks the TPM did not quote: "
                                    f"{', '.join(sorted(extra))}")
-    return values
+    return values, b"".join(ordered_values)
 
 
 def check_clock(previous: ClockInfo, current: ClockInfo) -> bool:
