@@ -125,25 +125,37 @@ def _parse_crypto_agile_log(reader: Reader, header: Event, spec_id: SpecIdEvent)
     # every malformed event, takes the general path, which names what is wrong.
     usual = struct.Struct("<III" + "".join(f"H{alg.digest_size}s" for alg in algorithms) + "I")
     usual_size = usual.size
+    unpack_usual = usual.unpack_from
     carried = set(range(expected))
     state = _State()
     records: list[EventRecord] = []
-    while not reader.at_end():
+    append = records.append
+    # The usual event is read here with local variables instead of the reader's methods (a
+    # Python call per field costs as much as the field): same bounds checks, same errors.
+    raw, end = reader.raw, reader.end
+    pos = reader.pos
+    while pos < end:
         if len(records) >= MAX_EVENTS:
-            raise reader.fail(f"more than {MAX_EVENTS} events")
-        at = reader.pos
-        fields = reader.peek(usual)
+            raise reader.fail(f"more than {MAX_EVENTS} events", pos)
+        at = pos
+        fields = unpack_usual(raw, pos) if end - pos >= usual_size else None
         if fields is not None and fields[2] == expected and fields[3:-1:2] == declared_ids:
             pcr, event_type, size = fields[0], fields[1], fields[-1]
             digests = fields[4:-1:2]
-            reader.skip(usual_size, "event header")
+            pos += usual_size
             if size > MAX_EVENT_DATA_SIZE:
                 raise reader.fail(f"event data size {size} exceeds the "
-                                  f"{MAX_EVENT_DATA_SIZE}-byte limit", at + usual_size - 4)
-            data = reader.take(size, "event data")
+                                  f"{MAX_EVENT_DATA_SIZE}-byte limit", pos - 4)
+            if end - pos < size:
+                reader.pos = pos
+                reader.need(size, "event data")
+            data = raw[pos : pos + size]
+            pos += size
         else:
+            reader.pos = pos
             pcr, event_type, count, digests, data = _general_event2(reader, positions, sizes,
                                                                     names)
+            pos = reader.pos
             if count != expected and event_type != _NO_ACTION:
                 carried.intersection_update(i for i, digest in enumerate(digests) if digest)
                 if not carried:
@@ -152,7 +164,8 @@ def _parse_crypto_agile_log(reader: Reader, header: Event, spec_id: SpecIdEvent)
             _note_no_action(reader, at, pcr, data, state)
         elif pcr >= PCR_COUNT or pcr == 0:
             _check_pcr(reader, at, pcr, state)
-        records.append((at, pcr, event_type, digests, data))
+        append((at, pcr, event_type, digests, data))
+    reader.pos = pos
     digest_names = tuple(alg.name for alg in algorithms)
     return EventLog(
         LogFormat.CRYPTO_AGILE, spec_id, header, tuple(records), digest_names,

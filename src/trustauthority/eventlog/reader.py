@@ -37,6 +37,16 @@ class Reader:
         self._base = base
 
     @property
+    def raw(self) -> bytes:
+        """The bytes read (for a hot loop that reads with locals and keeps `pos` in step)."""
+        return self._raw
+
+    @property
+    def end(self) -> int:
+        """Where reading stops (exclusive)."""
+        return self._end
+
+    @property
     def remaining(self) -> int:
         return self._end - self.pos
 
