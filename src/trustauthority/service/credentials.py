@@ -13,14 +13,16 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Connection, FromClause, Select, bindparam, select
 
 from trustauthority.errors import AuthenticationFailed
 from trustauthority.service.authz import Caller, parse_roles
-from trustauthority.store.models import ApiToken, ClientCertificate, Principal
+from trustauthority.store.models import ApiToken, ClientCertificate, Principal, PrincipalRole
 
 
 @dataclass(frozen=True)
@@ -74,16 +76,41 @@ class CredentialRefused(AuthenticationFailed):
         super().__init__("invalid, expired or revoked credential")
 
 
-def _active_principal(session: Session, principal_id: str, credential: str) -> Principal:
-    principal = session.get(Principal, principal_id)
-    if principal is None or principal.revoked_at is not None:
+_TOKENS = ApiToken.__table__.c
+_CERTIFICATES = ClientCertificate.__table__.c
+_PRINCIPALS = Principal.__table__.c
+_ROLES = PrincipalRole.__table__.c
+
+
+def _credential_query(credential_table: FromClause, key: ColumnElement[str],
+                      *columns: ColumnElement[Any]) -> Select[Any]:
+    """The credential's row, its principal and each of its roles, in one statement.
+
+    Built once: every API call authenticates, and a statement object made per call costs
+    more to key for SQLAlchemy's compiled cache than the query costs SQLite to run.
+    """
+    return (select(*columns, _PRINCIPALS.id, _PRINCIPALS.name, _PRINCIPALS.revoked_at,
+                   _ROLES.role)
+            .select_from(credential_table)
+            .join(Principal.__table__, _PRINCIPALS.id == credential_table.c.principal_id)
+            .outerjoin(PrincipalRole.__table__, _ROLES.principal_id == _PRINCIPALS.id)
+            .where(key == bindparam("key")))
+
+
+_TOKEN_QUERY = _credential_query(ApiToken.__table__, _TOKENS.id, _TOKENS.secret_hash,
+                                 _TOKENS.revoked_at, _TOKENS.expires_at)
+_CERTIFICATE_QUERY = _credential_query(
+    ClientCertificate.__table__, _CERTIFICATES.fingerprint_sha256, _CERTIFICATES.revoked_at,
+    _CERTIFICATES.not_after)
+
+
+def _caller(rows: Sequence[Sequence[Any]], credential: str) -> Caller:
+    """The principal of `rows` (columns: …, principal id, name, revoked_at, role)."""
+    first = rows[0]
+    if first[-2] is not None:
         raise CredentialRefused("principal revoked", credential)
-    return principal
-
-
-def _caller(principal: Principal, credential: str) -> Caller:
-    return Caller(principal_id=principal.id, name=principal.name,
-                  roles=parse_roles(role.role for role in principal.roles),
+    return Caller(principal_id=first[-4], name=first[-3],
+                  roles=parse_roles(row[-1] for row in rows if row[-1] is not None),
                   credential=credential)
 
 
@@ -93,31 +120,33 @@ def token_id_of(unverified_token: str) -> str | None:
     return parts[0] if parts else None
 
 
-def authenticate_token(session: Session, unverified_token: str, now: datetime) -> Caller:
+def authenticate_token(connection: Connection, unverified_token: str, now: datetime) -> Caller:
     parts = API_TOKEN.split(unverified_token)
     if parts is None:
         raise CredentialRefused("not a Trust Authority API token", "token:malformed")
     token_id, secret = parts
     credential = f"token:{token_id}"
-    row = session.get(ApiToken, token_id)
-    if not API_TOKEN.matches(row.secret_hash if row else None, token_id, secret) or row is None:
+    rows = connection.execute(_TOKEN_QUERY, {"key": token_id}).all()
+    stored_hash, revoked_at, expires_at = rows[0][:3] if rows else (None, None, None)
+    if not API_TOKEN.matches(stored_hash, token_id, secret) or not rows:
         raise CredentialRefused("unknown token or wrong secret", credential)
-    if row.revoked_at is not None:
+    if revoked_at is not None:
         raise CredentialRefused("token revoked", credential)
-    if row.expires_at is not None and row.expires_at <= now:
+    if expires_at is not None and expires_at <= now:
         raise CredentialRefused("token expired", credential)
-    return _caller(_active_principal(session, row.principal_id, credential), credential)
+    return _caller(rows, credential)
 
 
-def authenticate_certificate(session: Session, fingerprint_sha256: str,
+def authenticate_certificate(connection: Connection, fingerprint_sha256: str,
                              now: datetime) -> Caller:
     """A client certificate the TLS layer already verified against the service's CA."""
     credential = f"certificate:{fingerprint_sha256[:16]}"
-    row = session.get(ClientCertificate, fingerprint_sha256)
-    if row is None:
+    rows = connection.execute(_CERTIFICATE_QUERY, {"key": fingerprint_sha256}).all()
+    if not rows:
         raise CredentialRefused("certificate not issued to a principal", credential)
-    if row.revoked_at is not None:
+    revoked_at, not_after = rows[0][:2]
+    if revoked_at is not None:
         raise CredentialRefused("certificate revoked", credential)
-    if row.not_after <= now:
+    if not_after <= now:
         raise CredentialRefused("certificate expired", credential)
-    return _caller(_active_principal(session, row.principal_id, credential), credential)
+    return _caller(rows, credential)

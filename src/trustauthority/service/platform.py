@@ -103,11 +103,11 @@ class Platform:
         re-raised as the same bland AuthenticationFailed for the caller.
         """
         try:
-            with self.db.session(read_only=True) as session:
+            with self.db.reading() as connection:
                 if token is not None:
-                    return authenticate_token(session, token, self.clock())
+                    return authenticate_token(connection, token, self.clock())
                 if certificate_fingerprint is not None:
-                    return authenticate_certificate(session, certificate_fingerprint,
+                    return authenticate_certificate(connection, certificate_fingerprint,
                                                     self.clock())
                 raise CredentialRefused("no credential presented", "none")
         except CredentialRefused as refused:

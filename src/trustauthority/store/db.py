@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DataError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -62,14 +62,17 @@ class Database:
         if self.dialect not in ("sqlite", "postgresql"):
             raise ConfigError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
         try:
-            self.engine = create_engine(url, echo=echo, pool_pre_ping=True)
+            # a server's connections can drop (restart, failover, idle timeout): test each one
+            # as it leaves the pool; a SQLite file has nothing to drop
+            self.engine = create_engine(url, echo=echo,
+                                        pool_pre_ping=self.dialect == "postgresql")
         except (ArgumentError, ImportError) as error:
             raise ConfigError(f"cannot use database {parsed.render_as_string()}: {error}") from None
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
+        self._read_engine = self.engine.execution_options(ta_read_only=True)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._readers = sessionmaker(
-            self.engine.execution_options(ta_read_only=True), expire_on_commit=False)
+        self._readers = sessionmaker(self._read_engine, expire_on_commit=False)
 
     @property
     def sqlite_file(self) -> Path | None:
@@ -96,9 +99,21 @@ class Database:
         (exports, verification); on PostgreSQL every transaction is the same.
         """
         factory = self._readers if read_only else self._sessions
+        with self._errors_mapped(), factory.begin() as session:
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read-only transaction on a bare connection, for hot reads written as SQLAlchemy
+        Core statements (no ORM unit of work to set up and tear down)."""
+        with self._errors_mapped(), self._read_engine.connect() as connection, \
+                connection.begin():
+            yield connection
+
+    @contextmanager
+    def _errors_mapped(self) -> Iterator[None]:
         try:
-            with factory.begin() as session:
-                yield session
+            yield
         except DataError as error:
             # a value the database cannot hold (PostgreSQL text refuses NUL): the caller's fault
             raise UsageError("a value in the request cannot be stored (control characters such "
