@@ -36,6 +36,8 @@ from trustauthority.service.hosts import EnrollmentRequest, HostView, JoinTokenV
 router = APIRouter(tags=["hosts"])
 #: no `Requires`: a host has no credential before it enrolls
 enrollment = APIRouter(tags=["enrollment"])
+#: what every host calls every few minutes; served first (routes are matched in order)
+attestation = APIRouter(tags=["attestation"])
 
 Reader = Annotated[Caller, Depends(Requires(Permission.HOST_READ))]
 Manager = Annotated[Caller, Depends(Requires(Permission.HOST_MANAGE))]
@@ -154,7 +156,7 @@ def delete_host(request: Request, caller: Manager, name: Name) -> HostOut:
 
 # -- attestation ------------------------------------------------------------------------------
 
-@router.post("/attestation/challenge", response_model=ChallengeOut)
+@attestation.post("/attestation/challenge", response_model=ChallengeOut)
 def challenge(request: Request, caller: Attester) -> ChallengeOut:
     """A single-use nonce (valid two minutes) and the PCRs to quote."""
     issued = platform_of(request).attestation.challenge(caller)
@@ -176,7 +178,7 @@ def result_out(result: AttestationResult) -> AttestationResultOut:
                          for difference in failure.differences]))
 
 
-@router.post("/attestation/evidence", response_model=AttestationResultOut)
+@attestation.post("/attestation/evidence", response_model=AttestationResultOut)
 def evidence(request: Request, caller: Attester, body: EvidenceIn) -> AttestationResultOut:
     """The quote, PCR values, event log and certified binding key answering a challenge: the
     verdict, with a token when trusted or the first failed check when not."""

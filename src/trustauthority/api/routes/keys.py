@@ -32,6 +32,8 @@ from trustauthority.service.providers import PrimaryVersionView, ProviderView
 from trustauthority.service.workloadkeys import WorkloadKeyView
 
 router = APIRouter(tags=["keys"])
+#: what hosts call to unlock their workloads; served first (routes are matched in order)
+release = APIRouter(tags=["keys"])
 
 Reader = Annotated[Caller, Depends(Requires(Permission.TRUST_READ))]
 ProviderManager = Annotated[Caller, Depends(Requires(Permission.KEY_PROVIDER_MANAGE))]
@@ -222,7 +224,7 @@ def rewrap_keys(request: Request, caller: KeyManager, body: KeyRewrap) -> list[W
         caller, request.state.request_id, provider=body.provider, workload=body.workload)]
 
 
-@router.post("/keys/release", response_model=KeyReleaseOut)
+@release.post("/keys/release", response_model=KeyReleaseOut)
 def release_key(request: Request, caller: Releaser, body: KeyReleaseIn) -> KeyReleaseOut:
     """Attested key release: the workload's key, encrypted to this host's TPM binding key,
     only if the host is trusted now and its cluster is granted the provider."""
