@@ -19,7 +19,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from trustauthority.audit.chain import (
@@ -31,7 +31,7 @@ from trustauthority.audit.chain import (
 )
 from trustauthority.errors import AuditChainBroken, ConfigError
 from trustauthority.service.keys import KeyPurpose, ServiceKeys
-from trustauthority.store.models import AuditCheckpoint, AuditHead, AuditRecord
+from trustauthority.store.models import AuditCheckpoint, AuditHead, AuditRecord, table_of
 
 CHECKPOINT_DOMAIN = b"trustauthority audit checkpoint v1\n"
 
@@ -79,6 +79,15 @@ class AuditFilter:
     limit: int = 100
 
 
+_HEAD = table_of(AuditHead)
+#: the head row, locked: appenders (threads, replicas) queue here, so the chain never forks
+_LOCK_HEAD = (select(_HEAD.c.sequence, _HEAD.c.entry_hash).where(_HEAD.c.id == 1)
+              .with_for_update())
+_APPEND = insert(table_of(AuditRecord))
+_MOVE_HEAD = (update(_HEAD).where(_HEAD.c.id == 1)
+              .values(sequence=bindparam("new_sequence"), entry_hash=bindparam("new_hash")))
+
+
 class AuditLog:
     def __init__(self, keys: ServiceKeys, clock: Callable[[], datetime],
                  checkpoint_interval: int = 100) -> None:
@@ -90,21 +99,22 @@ class AuditLog:
                target: str, outcome: str, request_id: str,
                details: Mapping[str, Any] | None = None) -> AuditEntry:
         """Append one entry in `session`'s transaction (it commits or rolls back with it)."""
-        head = session.get(AuditHead, 1, with_for_update=True, populate_existing=True)
+        # prebuilt Core statements: every key release appends, so this is a hot path
+        head = session.execute(_LOCK_HEAD).first()
         if head is None:
             raise ConfigError("the audit log is not initialised; run `trustauthority init`")
         entry = append_after(head.sequence, head.entry_hash, time=self._clock(),
                              principal=principal, role=role, action=action, target=target,
                              outcome=outcome, request_id=request_id, details=details)
-        session.add(AuditRecord(
-            sequence=entry.sequence, time=entry.time, principal=entry.principal,
-            role=entry.role, action=entry.action, target=entry.target, outcome=entry.outcome,
-            request_id=entry.request_id, details=canonical_json(entry.details),
-            previous_hash=entry.previous_hash, entry_hash=entry.entry_hash))
-        head.sequence = entry.sequence
-        head.entry_hash = entry.entry_hash
+        session.execute(_APPEND, {
+            "sequence": entry.sequence, "time": entry.time, "principal": entry.principal,
+            "role": entry.role, "action": entry.action, "target": entry.target,
+            "outcome": entry.outcome, "request_id": entry.request_id,
+            "details": canonical_json(entry.details), "previous_hash": entry.previous_hash,
+            "entry_hash": entry.entry_hash})
+        session.execute(_MOVE_HEAD, {"new_sequence": entry.sequence,
+                                     "new_hash": entry.entry_hash})
         if self.checkpoint_interval and (entry.sequence + 1) % self.checkpoint_interval == 0:
-            session.flush()
             self._sign(session, entry.sequence, entry.entry_hash)
         return entry
 

@@ -22,7 +22,13 @@ from sqlalchemy import ColumnElement, Connection, FromClause, Select, bindparam,
 
 from trustauthority.errors import AuthenticationFailed
 from trustauthority.service.authz import Caller, parse_roles
-from trustauthority.store.models import ApiToken, ClientCertificate, Principal, PrincipalRole
+from trustauthority.store.models import (
+    ApiToken,
+    ClientCertificate,
+    Principal,
+    PrincipalRole,
+    table_of,
+)
 
 
 @dataclass(frozen=True)
@@ -76,10 +82,10 @@ class CredentialRefused(AuthenticationFailed):
         super().__init__("invalid, expired or revoked credential")
 
 
-_TOKENS = ApiToken.__table__.c
-_CERTIFICATES = ClientCertificate.__table__.c
-_PRINCIPALS = Principal.__table__.c
-_ROLES = PrincipalRole.__table__.c
+_TOKENS = table_of(ApiToken).c
+_CERTIFICATES = table_of(ClientCertificate).c
+_PRINCIPALS = table_of(Principal).c
+_ROLES = table_of(PrincipalRole).c
 
 
 def _credential_query(credential_table: FromClause, key: ColumnElement[str],
@@ -92,15 +98,15 @@ def _credential_query(credential_table: FromClause, key: ColumnElement[str],
     return (select(*columns, _PRINCIPALS.id, _PRINCIPALS.name, _PRINCIPALS.revoked_at,
                    _ROLES.role)
             .select_from(credential_table)
-            .join(Principal.__table__, _PRINCIPALS.id == credential_table.c.principal_id)
-            .outerjoin(PrincipalRole.__table__, _ROLES.principal_id == _PRINCIPALS.id)
+            .join(table_of(Principal), _PRINCIPALS.id == credential_table.c.principal_id)
+            .outerjoin(table_of(PrincipalRole), _ROLES.principal_id == _PRINCIPALS.id)
             .where(key == bindparam("key")))
 
 
-_TOKEN_QUERY = _credential_query(ApiToken.__table__, _TOKENS.id, _TOKENS.secret_hash,
+_TOKEN_QUERY = _credential_query(table_of(ApiToken), _TOKENS.id, _TOKENS.secret_hash,
                                  _TOKENS.revoked_at, _TOKENS.expires_at)
 _CERTIFICATE_QUERY = _credential_query(
-    ClientCertificate.__table__, _CERTIFICATES.fingerprint_sha256, _CERTIFICATES.revoked_at,
+    table_of(ClientCertificate), _CERTIFICATES.fingerprint_sha256, _CERTIFICATES.revoked_at,
     _CERTIFICATES.not_after)
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -54,6 +55,15 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core table of a mapped class, for the prebuilt statements of the hot paths (an ORM
+    statement costs several times a Core one to run, for rows nobody changes as objects)."""
+    table = model.__table__
+    if not isinstance(table, Table):  # every model here maps one table
+        raise TypeError(f"{model.__name__} is not mapped to a table")
+    return table
 
 
 class Principal(Base):
