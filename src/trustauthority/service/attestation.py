@@ -28,10 +28,10 @@ import json
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from trustauthority.errors import (
@@ -46,11 +46,17 @@ from trustauthority.policy import Appraisal, Baseline, Difference, Policy, appra
 from trustauthority.service.audit import AuditLog
 from trustauthority.service.authz import Caller, Permission, authorize
 from trustauthority.service.baselines import BaselineService
-from trustauthority.service.clusters import cluster_policy
+from trustauthority.service.clusters import policy_of
 from trustauthority.service.keys import KeyPurpose, ServiceKeys
 from trustauthority.service.tpmtrust import TpmTrustService
 from trustauthority.store.db import Database
-from trustauthority.store.models import AttestationNonce, AttestationRecord, Cluster, Host
+from trustauthority.store.models import (
+    AttestationNonce,
+    AttestationRecord,
+    Cluster,
+    Host,
+    table_of,
+)
 from trustauthority.token import (
     AttestationClaims,
     BaselineRef,
@@ -69,6 +75,50 @@ NONCE_LIFETIME = timedelta(minutes=2)
 #: host's evidence can become a baseline (`baseline import --from-host`) whatever the policy
 QUOTED_PCRS = frozenset(range(10))
 BANK = "sha256"
+NONCE_SWEEP_INTERVAL = timedelta(minutes=1)
+
+# Prebuilt Core statements for the two calls every host makes every few minutes: an ORM query
+# costs several times as much to run, for rows that are read once and never changed as objects.
+_HOSTS = table_of(Host)
+_CLUSTERS = table_of(Cluster).c
+_NONCES = table_of(AttestationNonce)
+#: the caller's host and what attesting needs of its cluster (none while the host is pending)
+_HOST_AND_CLUSTER = (
+    select(_HOSTS.c.id, _HOSTS.c.name, _HOSTS.c.state, _HOSTS.c.cluster_id, _HOSTS.c.ak_public,
+           _HOSTS.c.ak_qualified_name, _HOSTS.c.last_clock, _HOSTS.c.last_reset_count,
+           _HOSTS.c.last_restart_count, _CLUSTERS.name.label("cluster_name"), _CLUSTERS.policy,
+           _CLUSTERS.token_lifetime_seconds)
+    .select_from(_HOSTS.outerjoin(table_of(Cluster), _CLUSTERS.id == _HOSTS.c.cluster_id))
+    .where(_HOSTS.c.principal_id == bindparam("principal_id")))
+
+
+class _HostRow(Protocol):
+    """A row of `_HOST_AND_CLUSTER`."""
+
+    id: str
+    name: str
+    state: str
+    cluster_id: str | None
+    ak_public: bytes
+    ak_qualified_name: bytes
+    last_clock: int | None
+    last_reset_count: int | None
+    last_restart_count: int | None
+    cluster_name: str
+    policy: str
+    token_lifetime_seconds: int
+
+
+_ADD_NONCE = insert(_NONCES)
+_DROP_EXPIRED_NONCES = delete(_NONCES).where(_NONCES.c.expires_at < bindparam("now"))
+#: single use on every replica: whoever deletes the row has spent the nonce
+_SPEND_NONCE = (delete(_NONCES)
+                .where(_NONCES.c.nonce == bindparam("nonce"),
+                       _NONCES.c.host_id == bindparam("host_id"))
+                .returning(_NONCES.c.expires_at))
+_LOCK_HOST_STATE = (select(_HOSTS.c.state).where(_HOSTS.c.id == bindparam("host_id"))
+                    .with_for_update())
+_ADD_RECORD = insert(table_of(AttestationRecord))
 
 
 @dataclass(frozen=True)
@@ -160,16 +210,17 @@ class AttestationService:
         self._baselines = baselines
         self._clock = clock
         self.issuer = issuer
+        self._next_sweep = datetime.min.replace(tzinfo=UTC)
 
-    def _host_of(self, session: Session, caller: Caller) -> Host:
-        host = session.scalars(select(Host).where(Host.principal_id == caller.principal_id)
-                               ).first()
+    def _host_of(self, session: Session, caller: Caller) -> _HostRow:
+        """The caller's host row with its cluster's (`_HOST_AND_CLUSTER`)."""
+        host = session.execute(_HOST_AND_CLUSTER, {"principal_id": caller.principal_id}).first()
         if host is None:
             raise NotFound("this credential belongs to no enrolled host")
         if host.cluster_id is None:
             raise Conflict(f"host {host.name} is pending: an infra-admin must approve it into "
                            "a cluster before it can attest")
-        return host
+        return cast(_HostRow, host)
 
     # -- 0. challenge ------------------------------------------------------------------------
 
@@ -179,14 +230,19 @@ class AttestationService:
         nonce = secrets.token_bytes(NONCE_BYTES)
         with self._db.session() as session:
             host = self._host_of(session, caller)
-            cluster = session.get_one(Cluster, host.cluster_id)
-            # a host's unanswered challenges are dropped once expired, so the table stays small
-            session.execute(delete(AttestationNonce).where(AttestationNonce.host_id == host.id,
-                                                           AttestationNonce.expires_at < now))
-            session.add(AttestationNonce(nonce=nonce.hex(), host_id=host.id,
-                                         expires_at=now + NONCE_LIFETIME))
-            pcrs = tuple(sorted(QUOTED_PCRS | cluster_policy(cluster).pcrs))
+            self._drop_expired_nonces(session, now)
+            session.execute(_ADD_NONCE, {"nonce": nonce.hex(), "host_id": host.id,
+                                         "expires_at": now + NONCE_LIFETIME})
+            pcrs = tuple(sorted(QUOTED_PCRS | policy_of(host.policy).pcrs))
         return Challenge(nonce, now + NONCE_LIFETIME, pcrs)
+
+    def _drop_expired_nonces(self, session: Session, now: datetime) -> None:
+        """Unanswered challenges are dropped once expired, so the table stays small: every
+        minute or so per process (each replica sweeps for all), not on every challenge."""
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + NONCE_SWEEP_INTERVAL
+        session.execute(_DROP_EXPIRED_NONCES, {"now": now})
 
     # -- 1.-4. evidence ----------------------------------------------------------------------
 
@@ -202,10 +258,8 @@ class AttestationService:
         now = self._clock()
         with self._db.session() as session:
             host = self._host_of(session, caller)
-            expires_at = session.scalar(
-                delete(AttestationNonce)
-                .where(AttestationNonce.nonce == nonce.hex(), AttestationNonce.host_id == host.id)
-                .returning(AttestationNonce.expires_at))
+            expires_at = session.execute(
+                _SPEND_NONCE, {"nonce": nonce.hex(), "host_id": host.id}).scalar()
             refused = None
             if expires_at is None:
                 refused = ChallengeInvalid("the nonce was not issued to this host, or was "
@@ -221,18 +275,17 @@ class AttestationService:
                                details={"reason": str(refused), "type": refused.error_type})
         raise refused
 
-    def _context(self, session: Session, host: Host) -> _Context:
-        cluster = session.get_one(Cluster, host.cluster_id)
+    def _context(self, session: Session, host: _HostRow) -> _Context:
         previous = None
         if host.last_reset_count is not None and host.last_clock is not None:
             previous = ClockInfo(clock=host.last_clock, reset_count=host.last_reset_count,
                                  restart_count=host.last_restart_count or 0, safe=True)
         return _Context(
-            host_id=host.id, host_name=host.name, cluster=cluster.name, state=host.state,
+            host_id=host.id, host_name=host.name, cluster=host.cluster_name, state=host.state,
             ak_public=host.ak_public, ak_qualified_name=host.ak_qualified_name,
-            previous_clock=previous, policy=cluster_policy(cluster),
-            baselines=self._baselines.active_for(session, cluster.id),
-            token_lifetime=timedelta(seconds=cluster.token_lifetime_seconds),
+            previous_clock=previous, policy=policy_of(host.policy),
+            baselines=self._baselines.active_for(session, host.cluster_id or ""),
+            token_lifetime=timedelta(seconds=host.token_lifetime_seconds),
             allow_sha1=self._tpm_trust.current_settings(session).allow_sha1)
 
     def _record(self, context: _Context, outcome: _Outcome,
@@ -245,52 +298,56 @@ class AttestationService:
         secure_boot = appraisal.secure_boot if appraisal is not None else None
         status = TrustStatus.TRUSTED if trusted else TrustStatus.UNTRUSTED
         token = expires_at = token_id = None
+        failure = outcome.failure
+        reason = failure.detail if failure is not None else (
+            appraisal.summary if appraisal is not None else "")
         with self._db.session() as session:
-            host = session.get(Host, context.host_id)
-            if host is None:  # removed while it was attesting
+            # the state as it is now, locked: what a state change is audited against
+            previous_state = session.execute(_LOCK_HOST_STATE, {"host_id": context.host_id}
+                                             ).scalar()
+            if previous_state is None:  # removed while it was attesting
                 raise NotFound("this host was removed")
             if matched is not None and outcome.binding_key_thumbprint is not None:
                 kid, private_key = self._keys.signer(session, KeyPurpose.ATTESTATION)
                 claims = AttestationClaims.create(
-                    issuer=self.issuer, host_id=host.id, cluster=context.cluster,
+                    issuer=self.issuer, host_id=context.host_id, cluster=context.cluster,
                     status=status, baseline=BaselineRef(matched.name, matched.version),
                     pcr_digest=outcome.pcr_digest or "", secure_boot=secure_boot,
                     binding_key_thumbprint=outcome.binding_key_thumbprint, now=now,
                     lifetime=context.token_lifetime)
                 token = issue(claims, SigningKey(kid, private_key))
                 expires_at, token_id = claims.exp, claims.jti
-            failure = outcome.failure
-            reason = failure.detail if failure is not None else (
-                appraisal.summary if appraisal is not None else "")
-            previous_state = host.state
-            host.state = status.value
-            host.state_reason = "" if trusted else reason[:1024]
-            host.last_attested_at = now
+            changes: dict[str, Any] = {
+                "state": status.value, "state_reason": "" if trusted else reason[:1024],
+                "last_attested_at": now}
             if outcome.clock is not None:
-                host.last_clock = outcome.clock.clock
-                host.last_reset_count = outcome.clock.reset_count
-                host.last_restart_count = outcome.clock.restart_count
+                changes.update(last_clock=outcome.clock.clock,
+                               last_reset_count=outcome.clock.reset_count,
+                               last_restart_count=outcome.clock.restart_count)
             if outcome.event_log is not None:
-                host.last_event_log = outcome.event_log
+                changes["last_event_log"] = outcome.event_log
             if outcome.binding_key_public is not None:
-                host.binding_key_public = outcome.binding_key_public
-                host.binding_key_thumbprint = outcome.binding_key_thumbprint
-            session.add(AttestationRecord(
-                host_id=host.id, at=now, status=status.value,
-                baseline=matched.label if matched is not None else None,
-                reason=reason[:1024],
-                report=json.dumps(failure.to_json()) if failure is not None else None,
-                rebooted=outcome.rebooted, pcr_digest=outcome.pcr_digest, token_id=token_id))
+                changes.update(binding_key_public=outcome.binding_key_public,
+                               binding_key_thumbprint=outcome.binding_key_thumbprint)
+            session.execute(update(_HOSTS).where(_HOSTS.c.id == context.host_id)
+                            .values(changes))
+            session.execute(_ADD_RECORD, {
+                "host_id": context.host_id, "at": now, "status": status.value,
+                "baseline": matched.label if matched is not None else None,
+                "reason": reason[:1024],
+                "report": json.dumps(failure.to_json()) if failure is not None else None,
+                "rebooted": outcome.rebooted, "pcr_digest": outcome.pcr_digest,
+                "token_id": token_id})
             if not trusted:
-                self._audit.record(session, principal=host.id, role="host",
-                                   action="attestation.failure", target=host.name,
+                self._audit.record(session, principal=context.host_id, role="host",
+                                   action="attestation.failure", target=context.host_name,
                                    outcome="failure", request_id=request_id,
                                    details={"type": failure.type if failure else "-",
                                             "reason": reason[:512],
                                             "cluster": context.cluster})
             elif previous_state != status.value:
-                self._audit.record(session, principal=host.id, role="host",
-                                   action="attestation.trusted", target=host.name,
+                self._audit.record(session, principal=context.host_id, role="host",
+                                   action="attestation.trusted", target=context.host_name,
                                    outcome="success", request_id=request_id,
                                    details={"baseline": matched.label if matched else "-",
                                             "cluster": context.cluster,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from trustauthority.errors import Conflict, NotFound, UsageError
@@ -25,7 +25,7 @@ from trustauthority.service.authz import Caller, Permission, authorize
 from trustauthority.service.clusters import find_cluster
 from trustauthority.service.names import check_name
 from trustauthority.store.db import Database
-from trustauthority.store.models import BaselineRecord, Cluster, ClusterBaseline, Host
+from trustauthority.store.models import BaselineRecord, Cluster, ClusterBaseline, Host, table_of
 
 MAX_EVENT_LOG_BYTES = 512 * 1024
 
@@ -39,6 +39,12 @@ class BaselineView:
     created_by: str
     baseline: Baseline
     clusters: tuple[str, ...]
+
+
+_CLUSTER_BASELINES = table_of(ClusterBaseline).c
+#: read on every attestation: a prebuilt Core statement
+_ACTIVE_IDS = (select(_CLUSTER_BASELINES.baseline_id)
+               .where(_CLUSTER_BASELINES.cluster_id == bindparam("cluster_id")))
 
 
 class BaselineService:
@@ -193,8 +199,7 @@ class BaselineService:
         """The baselines a cluster's hosts are appraised against (the service's own read, on
         every attestation). A stored version never changes, so each is parsed once per
         process and kept by its row id; only the ids are read each time."""
-        ids = session.scalars(select(ClusterBaseline.baseline_id)
-                              .where(ClusterBaseline.cluster_id == cluster_id)).all()
+        ids = session.execute(_ACTIVE_IDS, {"cluster_id": cluster_id}).scalars().all()
         missing = [baseline_id for baseline_id in ids if baseline_id not in self._parsed]
         if missing:
             for row in session.scalars(select(BaselineRecord)

@@ -3,6 +3,7 @@ token lifetime and attestation interval (and, later, its baselines and key-provi
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Callable
@@ -41,7 +42,10 @@ def policy_to_json(policy: Policy) -> dict[str, Any]:
             "strict_pcr_values": policy.strict}
 
 
-def _policy(raw: str) -> Policy:
+@functools.lru_cache(maxsize=256)
+def policy_of(raw: str) -> Policy:
+    """A stored policy document, parsed (once per distinct document: every attestation reads
+    its cluster's, and a Policy is immutable)."""
     value = json.loads(raw)
     return Policy(require_secure_boot=value["require_secure_boot"],
                   pcrs=frozenset(value["pcrs"]),
@@ -51,7 +55,7 @@ def _policy(raw: str) -> Policy:
 
 def cluster_policy(row: Cluster) -> Policy:
     """The appraisal policy a cluster's hosts are held to."""
-    return _policy(row.policy)
+    return policy_of(row.policy)
 
 
 def find_cluster(session: Session, name: str) -> Cluster:
@@ -63,7 +67,7 @@ def find_cluster(session: Session, name: str) -> Cluster:
 
 
 def _view(row: Cluster) -> ClusterView:
-    return ClusterView(row.id, row.name, row.description, _policy(row.policy),
+    return ClusterView(row.id, row.name, row.description, policy_of(row.policy),
                        row.token_lifetime_seconds, row.attestation_interval_seconds,
                        row.created_at, row.created_by)
 

@@ -7,6 +7,7 @@ one; an EK key must be RSA ≥ 2048 or ECC P-256/P-384) and stored by its SHA-25
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -24,9 +25,12 @@ from trustauthority.errors import Conflict, NotFound, UsageError
 from trustauthority.service.audit import AuditLog
 from trustauthority.service.authz import Caller, Permission, authorize
 from trustauthority.store.db import Database
-from trustauthority.store.models import AllowedEk, Setting, TpmCa
+from trustauthority.store.models import AllowedEk, Setting, TpmCa, table_of
 
 _SETTINGS_KEY = "tpm"
+_SETTINGS = table_of(Setting).c
+#: read on every attestation: a prebuilt Core statement
+_READ_SETTINGS = select(_SETTINGS.value).where(_SETTINGS.key == _SETTINGS_KEY)
 _MAX_PEM = 256 * 1024
 
 
@@ -41,6 +45,12 @@ class TpmSettings:
     allow_ek_allowlist: bool = False
     #: evidence over the SHA-1 PCR bank is refused unless this is on
     allow_sha1: bool = False
+
+
+@functools.lru_cache(maxsize=16)
+def _settings_of(stored: str) -> TpmSettings:
+    """The stored settings document, parsed once per distinct document (they are immutable)."""
+    return TpmSettings(**json.loads(stored))
 
 
 @dataclass(frozen=True)
@@ -226,8 +236,8 @@ class TpmTrustService:
     # -- settings ----------------------------------------------------------------------------
 
     def current_settings(self, session: Session) -> TpmSettings:
-        row = session.get(Setting, _SETTINGS_KEY)
-        return TpmSettings() if row is None else TpmSettings(**json.loads(row.value))
+        value = session.execute(_READ_SETTINGS).scalar()
+        return TpmSettings() if value is None else _settings_of(value)
 
     def settings(self, caller: Caller) -> TpmSettings:
         authorize(caller, Permission.TRUST_READ)
