@@ -165,13 +165,18 @@ def _join_view(row: JoinToken, cluster: str) -> JoinTokenView:
 
 def effective_state(row: Host, cluster: Cluster | None, now: datetime) -> tuple[str, str]:
     """The host's state now, with its reason: a trusted host that stopped attesting is stale."""
-    if (row.state == "trusted" and cluster is not None and row.last_attested_at is not None
-            and now - row.last_attested_at
-            > timedelta(seconds=cluster.attestation_interval_seconds * STALE_FACTOR)):
-        return "stale", (f"no attestation since {row.last_attested_at.isoformat()} (more than "
-                         f"{STALE_FACTOR} × the cluster's interval of "
-                         f"{cluster.attestation_interval_seconds} s)")
-    return row.state, row.state_reason
+    return state_now(row.state, row.state_reason, row.last_attested_at,
+                     cluster.attestation_interval_seconds if cluster is not None else None, now)
+
+
+def state_now(state: str, reason: str, last_attested_at: datetime | None,
+              interval_seconds: int | None, now: datetime) -> tuple[str, str]:
+    """`effective_state` from the columns it needs (for reads that fetch only those)."""
+    if (state == "trusted" and interval_seconds is not None and last_attested_at is not None
+            and now - last_attested_at > timedelta(seconds=interval_seconds * STALE_FACTOR)):
+        return "stale", (f"no attestation since {last_attested_at.isoformat()} (more than "
+                         f"{STALE_FACTOR} × the cluster's interval of {interval_seconds} s)")
+    return state, reason
 
 
 class HostService:

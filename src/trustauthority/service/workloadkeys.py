@@ -26,9 +26,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol, cast
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from trustauthority.errors import (
@@ -49,7 +50,7 @@ from trustauthority.keyserver import KEY_BYTES, KeyServer
 from trustauthority.service.audit import AuditLog
 from trustauthority.service.authz import Caller, Permission, authorize
 from trustauthority.service.clusters import find_cluster
-from trustauthority.service.hosts import effective_state
+from trustauthority.service.hosts import state_now
 from trustauthority.service.providers import ProviderServers, find_provider, server_rows
 from trustauthority.store.db import Database
 from trustauthority.store.models import (
@@ -60,6 +61,7 @@ from trustauthority.store.models import (
     KeyServerRecord,
     PrimaryKeyVersion,
     WorkloadKey,
+    table_of,
 )
 from trustauthority.token import AttestationClaims, Jwks, verify
 from trustauthority.tpm.public import parse_public
@@ -67,6 +69,62 @@ from trustauthority.tpm.public import parse_public
 #: how long the JWKS is reused for token checks (retired keys leave it a day after rotation)
 JWKS_CACHE_SECONDS = 30.0
 _WORKLOAD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/@")
+
+
+_HOSTS = table_of(Host).c
+_CLUSTERS = table_of(Cluster).c
+_KEYS = table_of(WorkloadKey).c
+_PROVIDERS = table_of(KeyProvider).c
+_GRANTS = table_of(ClusterProviderGrant).c
+_VERSIONS = table_of(PrimaryKeyVersion).c
+#: everything a release decides on, in one prebuilt statement (a release is the hot path of
+#: the key service): the caller's host and cluster, the blob's key, its provider, the cluster's
+#: grant on it and the primary key version named by the blob. Missing parts come back NULL.
+_RELEASE_FACTS = (
+    select(_HOSTS.id.label("host_id"), _HOSTS.name.label("host_name"), _HOSTS.state,
+           _HOSTS.state_reason, _HOSTS.last_attested_at,
+           _HOSTS.cluster_id.label("host_cluster_id"), _HOSTS.binding_key_public,
+           _HOSTS.binding_key_thumbprint, _CLUSTERS.name.label("cluster_name"),
+           _CLUSTERS.attestation_interval_seconds, _KEYS.workload.label("key_workload"),
+           _KEYS.provider_id.label("key_provider_id"), _KEYS.cluster_id.label("key_cluster_id"),
+           _PROVIDERS.name.label("provider_name"), _GRANTS.cluster_id.label("granted"),
+           _VERSIONS.key_id.label("version_key_id"), _VERSIONS.state.label("version_state"))
+    .select_from(
+        table_of(Host)
+        .outerjoin(table_of(Cluster), _CLUSTERS.id == _HOSTS.cluster_id)
+        .outerjoin(table_of(WorkloadKey), _KEYS.id == bindparam("key_id"))
+        .outerjoin(table_of(KeyProvider), _PROVIDERS.id == _KEYS.provider_id)
+        .outerjoin(table_of(ClusterProviderGrant),
+                   (_GRANTS.cluster_id == _HOSTS.cluster_id)
+                   & (_GRANTS.provider_id == _KEYS.provider_id))
+        .outerjoin(table_of(PrimaryKeyVersion),
+                   (_VERSIONS.provider_id == _KEYS.provider_id)
+                   & (_VERSIONS.version == bindparam("version"))))
+    .where(_HOSTS.principal_id == bindparam("principal_id")))
+_MARK_RELEASED = (update(table_of(WorkloadKey)).where(_KEYS.id == bindparam("key_id"))
+                  .values(last_released_at=bindparam("now")))
+
+
+class _ReleaseFacts(Protocol):
+    """A row of `_RELEASE_FACTS`."""
+
+    host_id: str
+    host_name: str
+    state: str
+    state_reason: str
+    last_attested_at: datetime | None
+    host_cluster_id: str | None
+    binding_key_public: bytes | None
+    binding_key_thumbprint: str | None
+    cluster_name: str | None
+    attestation_interval_seconds: int | None
+    key_workload: str | None
+    key_provider_id: str | None
+    key_cluster_id: str | None
+    provider_name: str | None
+    granted: str | None
+    version_key_id: str | None
+    version_state: str | None
 
 
 @dataclass(frozen=True)
@@ -345,44 +403,45 @@ class WorkloadKeyService:
         claims = self._verify_token(token)
         context["token_jti"] = claims.jti
         with self._db.session(read_only=True) as session:
-            host = session.scalars(select(Host).where(Host.principal_id == caller.principal_id)
-                                   ).first()
-            if host is None:
+            found = session.execute(_RELEASE_FACTS, {
+                "principal_id": caller.principal_id, "key_id": parsed.key_id,
+                "version": parsed.primary_version}).first()
+            if found is None:
                 raise KeyReleaseRefused(f"{caller.name} is not an enrolled host")
-            context["host"] = host.name
-            if host.binding_key_thumbprint is None or host.binding_key_public is None \
-                    or claims.cnf_jkt != host.binding_key_thumbprint:
+            facts = cast(_ReleaseFacts, found)
+            context["host"] = facts.host_name
+            if facts.binding_key_thumbprint is None or facts.binding_key_public is None \
+                    or claims.cnf_jkt != facts.binding_key_thumbprint:
                 raise TokenBindingMismatch("the token is bound (cnf) to another key than this "
                                            "host's certified binding key")
-            if claims.sub != host.id:
+            if claims.sub != facts.host_id:
                 raise KeyReleaseRefused("the token was issued to another host")
-            cluster = session.get(Cluster, host.cluster_id) if host.cluster_id else None
-            state, reason = effective_state(host, cluster, self._clock())
+            state, reason = state_now(facts.state, facts.state_reason, facts.last_attested_at,
+                                      facts.attestation_interval_seconds, self._clock())
             if state != "trusted" or not claims.trusted:
-                raise KeyReleaseRefused(f"host {host.name} is {state} now"
+                raise KeyReleaseRefused(f"host {facts.host_name} is {state} now"
                                         + (f": {reason}" if reason else ""))
-            key = session.get(WorkloadKey, parsed.key_id)
-            if key is None or key.workload != parsed.workload \
-                    or key.provider_id != parsed.provider_id:
+            if facts.key_workload != parsed.workload \
+                    or facts.key_provider_id != parsed.provider_id:
                 raise WrappedKeyInvalid("the blob names no workload key of this service")
-            provider = session.get(KeyProvider, key.provider_id)
-            assert provider is not None  # noqa: S101 - a foreign key
-            context["provider"] = provider.name
-            if cluster is None or key.cluster_id != cluster.id:
+            assert facts.provider_name is not None  # noqa: S101 - a foreign key
+            context["provider"] = facts.provider_name
+            if facts.host_cluster_id is None or facts.key_cluster_id != facts.host_cluster_id:
                 raise KeyReleaseRefused(f"workload {workload} belongs to another cluster than "
-                                        f"host {host.name}'s")
-            if session.get(ClusterProviderGrant, (cluster.id, provider.id)) is None:
-                raise KeyReleaseRefused(f"cluster {cluster.name} has no grant on provider "
-                                        f"{provider.name}")
-            version = session.get(PrimaryKeyVersion, (provider.id, parsed.primary_version))
-            if version is None or version.state != "active":
+                                        f"host {facts.host_name}'s")
+            if facts.granted is None:
+                raise KeyReleaseRefused(f"cluster {facts.cluster_name} has no grant on provider "
+                                        f"{facts.provider_name}")
+            if facts.version_key_id is None or facts.version_state != "active":
                 raise WrappedKeyInvalid(f"the blob was wrapped under primary key version "
                                         f"{parsed.primary_version}, which is retired or unknown")
-            servers = server_rows(session, provider.id)
-            binding_key = parse_public(host.binding_key_public).public_key
-            thumbprint = host.binding_key_thumbprint
-        kek, server = self._servers.run(provider.name, servers,
-                                        lambda s: s.unwrap(version.key_id, parsed.wrapped,
+            servers = server_rows(session, parsed.provider_id)
+        binding_key = parse_public(facts.binding_key_public).public_key
+        thumbprint = facts.binding_key_thumbprint
+        primary_key_id = facts.version_key_id
+        provider_name = facts.provider_name
+        kek, server = self._servers.run(provider_name, servers,
+                                        lambda s: s.unwrap(primary_key_id, parsed.wrapped,
                                                            parsed.aad))
         payload = json.dumps({"key": _b64url(kek), "key_id": parsed.key_id,
                               "workload": parsed.workload}).encode()
@@ -390,12 +449,10 @@ class WorkloadKeyService:
             raise KeyReleaseRefused("the host's binding key is not an RSA key")
         jwe = encrypt_to_binding_key(binding_key, payload, thumbprint)
         with self._db.session() as session:
-            row = session.get(WorkloadKey, parsed.key_id)
-            if row is not None:
-                row.last_released_at = self._clock()
+            session.execute(_MARK_RELEASED, {"key_id": parsed.key_id, "now": self._clock()})
             self._audit.record(session, principal=caller.name, role=role, action="key.release",
                                target=parsed.workload, outcome="success", request_id=request_id,
                                details={**context, "version": str(parsed.primary_version),
                                         "key_server": server})
-        return Release(jwe, parsed.key_id, parsed.workload, provider.name,
+        return Release(jwe, parsed.key_id, parsed.workload, provider_name,
                        parsed.primary_version)
