@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from trustauthority.errors import Conflict, KeyServerUnavailable, NotFound, UsageError
@@ -97,12 +97,16 @@ def find_provider(session: Session, name: str) -> KeyProvider:
     return row
 
 
+#: prebuilt: every key release reads it
+_SERVERS_OF = (select(KeyServerRecord)
+               .join(ProviderServer, ProviderServer.key_server_id == KeyServerRecord.id)
+               .where(ProviderServer.provider_id == bindparam("provider_id"))
+               .order_by(ProviderServer.position))
+
+
 def server_rows(session: Session, provider_id: str) -> list[KeyServerRecord]:
     """The provider's key servers in failover order."""
-    return list(session.scalars(
-        select(KeyServerRecord).join(ProviderServer,
-                                     ProviderServer.key_server_id == KeyServerRecord.id)
-        .where(ProviderServer.provider_id == provider_id).order_by(ProviderServer.position)))
+    return list(session.scalars(_SERVERS_OF, {"provider_id": provider_id}))
 
 
 class ProviderServers:
