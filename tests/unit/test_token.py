@@ -48,6 +48,7 @@ from trustauthority.token import (
     TrustStatus,
     VerificationKey,
     VerifierId,
+    check_still_valid,
     issue,
     jwk_of,
     jwk_thumbprint,
@@ -435,11 +436,15 @@ def test_the_checks_run_in_the_documented_order() -> None:
 ])
 def test_expiry_and_issue_time_at_the_edges_of_the_leeway(now: datetime, leeway: timedelta,
                                                           valid: bool) -> None:
+    """verify, and check_still_valid for a token verified earlier, agree at every edge."""
     if valid:
         assert _verify(TOKEN, now=now, leeway=leeway) == CLAIMS
+        check_still_valid(CLAIMS, now, leeway)
     else:
         with pytest.raises(TokenExpired):
             _verify(TOKEN, now=now, leeway=leeway)
+        with pytest.raises(TokenExpired):
+            check_still_valid(CLAIMS, now, leeway)
 
 
 @pytest.mark.parametrize(("seconds_early", "valid"), [(30, True), (31, False)])

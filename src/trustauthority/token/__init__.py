@@ -13,7 +13,7 @@ from trustauthority.token.claims import (
     TrustStatus,
     VerifierId,
 )
-from trustauthority.token.jwt import DEFAULT_LEEWAY, JWS_TYP, issue, verify
+from trustauthority.token.jwt import DEFAULT_LEEWAY, JWS_TYP, check_still_valid, issue, verify
 from trustauthority.token.keys import (
     SUPPORTED_ALGORITHMS,
     Jwks,
@@ -38,6 +38,7 @@ __all__ = [
     "TrustStatus",
     "VerificationKey",
     "VerifierId",
+    "check_still_valid",
     "issue",
     "jwk_of",
     "jwk_thumbprint",

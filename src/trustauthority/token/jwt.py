@@ -148,6 +148,16 @@ def verify(token: str, jwks: Jwks, *, issuer: str, now: datetime,
     return claims
 
 
+def check_still_valid(claims: AttestationClaims, now: datetime,
+                      leeway: timedelta = DEFAULT_LEEWAY) -> None:
+    """Step 6 again, for claims `verify` returned earlier (a verifier that keeps verified tokens
+    must still refuse one whose time has run out). Tokens made here carry no nbf."""
+    if now >= claims.exp + leeway:
+        raise TokenExpired(f"token expired at {claims.exp.isoformat()}")
+    if now < claims.iat - leeway:
+        raise TokenExpired(f"token is issued in the future ({claims.iat.isoformat()})")
+
+
 def _split(token: object) -> tuple[bytes, bytes, bytes, bytes]:
     """Header, payload and signature bytes, and the signing input, of a compact JWS."""
     if not isinstance(token, str):
