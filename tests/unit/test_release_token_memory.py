@@ -53,7 +53,7 @@ def _service(clock: _Clock, loads: list[Jwks]) -> WorkloadKeyService:
 
 
 def test_a_remembered_token_is_still_checked_for_time() -> None:
-    clock, loads = _Clock(), []
+    clock, loads = _Clock(), list[Jwks]()
     service = _service(clock, loads)
     first = service._verify_token(TOKEN)
     assert first == CLAIMS
@@ -76,7 +76,7 @@ def test_an_altered_token_is_verified_afresh_and_refused() -> None:
 
 def test_a_jwks_reload_forgets_what_was_verified_under_the_old_one(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    clock, loads = _Clock(), []
+    clock, loads = _Clock(), list[Jwks]()
     service = _service(clock, loads)
     first = service._verify_token(TOKEN)
     monkeypatch.setattr(workloadkeys, "JWKS_CACHE_SECONDS", -1.0)  # every call reloads
