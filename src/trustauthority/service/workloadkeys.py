@@ -36,9 +36,11 @@ from trustauthority.errors import (
     Conflict,
     KeyReleaseRefused,
     NotFound,
+    PermissionDenied,
     PolicyViolation,
     TokenBindingMismatch,
     TokenKeyUnknown,
+    TokenRejected,
     UsageError,
     WrappedKeyInvalid,
 )
@@ -391,6 +393,22 @@ class WorkloadKeyService:
             self._verified_tokens.clear()  # crude, and enough: hosts re-present within minutes
         self._verified_tokens[token] = (jwks, claims)
         return claims
+
+    def release(self, caller: Caller, request_id: str, *, blob: str, workload: str,
+                token: str) -> Release:
+        """The workload's key, encrypted to the calling host's binding key (module docstring)."""
+        role = authorize(caller, Permission.KEY_RELEASE)
+        context: dict[str, str] = {"workload": workload[:256]}
+        try:
+            return self._release(caller, role, request_id, blob, workload, token, context)
+        except (KeyReleaseRefused, TokenRejected, WrappedKeyInvalid, PermissionDenied) as refused:
+            with self._db.session() as session:
+                self._audit.record(session, principal=caller.name, role=role,
+                                   action="key.release", target=workload[:256] or "-",
+                                   outcome="denied", request_id=request_id,
+                                   details={**context, "error": refused.error_type,
+                                            "reason": str(refused)[:500]})
+            raise
 
     def _release(self, caller: Caller, role: str, request_id: str, text: str, workload: str,
                  token: str, context: dict[str, str]) -> Release:

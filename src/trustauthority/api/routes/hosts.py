@@ -8,9 +8,9 @@ import base64
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from trustauthority.api.routes.convert import b64decode
+from trustauthority.api.routes.convert import b64decode, json_response
 from trustauthority.api.security import Requires, platform_of
 from trustauthority.schemas import (
     AttestationOut,
@@ -157,12 +157,12 @@ def delete_host(request: Request, caller: Manager, name: Name) -> HostOut:
 # -- attestation ------------------------------------------------------------------------------
 
 @attestation.post("/attestation/challenge", response_model=ChallengeOut)
-def challenge(request: Request, caller: Attester) -> ChallengeOut:
+def challenge(request: Request, caller: Attester) -> Response:
     """A single-use nonce (valid two minutes) and the PCRs to quote."""
     issued = platform_of(request).attestation.challenge(caller)
-    return ChallengeOut(nonce=base64.b64encode(issued.nonce).decode(),
-                        expires_at=issued.expires_at, bank="sha256",
-                        pcrs=list(issued.pcrs))
+    return json_response(ChallengeOut(nonce=base64.b64encode(issued.nonce).decode(),
+                                      expires_at=issued.expires_at, bank="sha256",
+                                      pcrs=list(issued.pcrs)))
 
 
 def result_out(result: AttestationResult) -> AttestationResultOut:
@@ -179,7 +179,7 @@ def result_out(result: AttestationResult) -> AttestationResultOut:
 
 
 @attestation.post("/attestation/evidence", response_model=AttestationResultOut)
-def evidence(request: Request, caller: Attester, body: EvidenceIn) -> AttestationResultOut:
+def evidence(request: Request, caller: Attester, body: EvidenceIn) -> Response:
     """The quote, PCR values, event log and certified binding key answering a challenge: the
     verdict, with a token when trusted or the first failed check when not."""
     pcrs: dict[str, dict[int, bytes]] = {
@@ -194,4 +194,4 @@ def evidence(request: Request, caller: Attester, body: EvidenceIn) -> Attestatio
         certify_attest=b64decode(body.binding_key.certify_attest, "binding_key.certify_attest"),
         certify_signature=b64decode(body.binding_key.certify_signature,
                                     "binding_key.certify_signature")))
-    return result_out(result)
+    return json_response(result_out(result))

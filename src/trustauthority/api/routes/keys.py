@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
+from trustauthority.api.routes.convert import json_response
 from trustauthority.api.security import Requires, platform_of
 from trustauthority.keyserver import HealthReport, KmipEndpoint, Pkcs11Endpoint
 from trustauthority.schemas import (
@@ -225,14 +226,15 @@ def rewrap_keys(request: Request, caller: KeyManager, body: KeyRewrap) -> list[W
 
 
 @release.post("/keys/release", response_model=KeyReleaseOut)
-def release_key(request: Request, caller: Releaser, body: KeyReleaseIn) -> KeyReleaseOut:
+def release_key(request: Request, caller: Releaser, body: KeyReleaseIn) -> Response:
     """Attested key release: the workload's key, encrypted to this host's TPM binding key,
     only if the host is trusted now and its cluster is granted the provider."""
     release = platform_of(request).workload_keys.release(
         caller, request.state.request_id, blob=body.blob, workload=body.workload,
         token=body.token)
-    return KeyReleaseOut(jwe=release.jwe, key_id=release.key_id, workload=release.workload,
-                         provider=release.provider, primary_version=release.primary_version)
+    return json_response(KeyReleaseOut(
+        jwe=release.jwe, key_id=release.key_id, workload=release.workload,
+        provider=release.provider, primary_version=release.primary_version))
 
 
 @router.get("/keys/{workload:path}", response_model=WorkloadKeyOut)
