@@ -39,10 +39,10 @@ connection (httpx, verified against the service CA). A phase has a warm-up (`--w
 
 Defaults: 50 hosts, concurrency 4 in 2 load processes. On the 2-core machine this was tuned on,
 the one server process is saturated (~1 core) from C=2 on. Throughput was the same within
-noise for C = 2…32 (whoami/s was best at C=4), and latency only grows with C (p50 ~90 ms at
-C=4, ~240 ms at C=16). Above C≈5, PostgreSQL also pays for connection churn: the server's
-SQLAlchemy pool keeps 5 connections and closes the overflow ones. The load generators use
-~0.15 core; one process or two made no difference beyond noise.
+noise for C = 2…32 (whoami/s was best at C=4), and latency only grows with C (p50 ~60 ms at
+C=4 today; ~240 ms at C=16 when it was tuned). Above C≈5, PostgreSQL also pays for connection
+churn: the server's SQLAlchemy pool keeps 5 connections and closes the overflow ones. The load
+generators use ~0.15 core; one process or two made no difference beyond noise.
 
 `--profile FILE` runs the same server under cProfile (every thread, per-thread CPU time, only
 the measured window) and prints where an attestation's server CPU goes, by library and by step.

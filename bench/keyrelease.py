@@ -40,10 +40,9 @@ The load generator is C threads in this process (the server and the KMS are proc
 own), so the clients share this process's GIL; the report shows this process's CPU next to the
 server's, which tells whether the client side could be the limit.
 
-On the 2-core machine this was written on (with other work using up to ~0.9 core), releases/s
-was ~35-45 for both backends, against ~120-140 raw KMIP Encrypts/s (the PyKMIP server, one
-core) and ~1,200-1,500 adapter unwraps/s on SoftHSM2: the server process is the limit, at ~1 core
-and ~20-24 ms of CPU per release (a whoami: ~6-9 ms), of which the key server call is ~1 ms.
+On the 2-core machine this was written on, releases/s was ~80 (KMIP) against ~130 raw KMIP
+Encrypts/s (the PyKMIP server, one core): the server process is the limit, at ~10 ms of CPU per
+release (a whoami: ~5.5 ms), of which the key server call is ~1.4 ms (the PyKMIP client).
 
 Phases: a warm-up (`--warmup`), then `--seconds` of measurement. It prints figures and ratios,
 the target (releases/s ≥ 80 % of the adapter's raw unwrap rate, i.e. the service adds little on
