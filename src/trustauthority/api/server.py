@@ -25,7 +25,7 @@ from pathlib import Path
 import uvicorn
 
 from trustauthority.api.app import create_app
-from trustauthority.api.tlsinfo import client_cert_protocol
+from trustauthority.api.tlsinfo import ClientCertProtocol
 from trustauthority.errors import ConfigError
 from trustauthority.service.config import ServiceConfig, load_config
 from trustauthority.service.platform import Platform
@@ -64,8 +64,8 @@ def build_server(options: ServeOptions) -> tuple[uvicorn.Server, Platform]:
     platform = open_platform(options.data_dir, config,
                              config.issuer or f"{scheme}://{host}:{port}")
     app = create_app(platform, max_request_bytes=config.max_request_bytes)
-    common = {"host": host, "port": port, "http": client_cert_protocol(), "loop": "auto",
-              "lifespan": "off",
+    # uvicorn runs on uvloop (a dependency) by itself; the protocol is ours for client certs
+    common = {"host": host, "port": port, "http": ClientCertProtocol, "lifespan": "off",
               "server_header": False, "timeout_graceful_shutdown": 10, "log_config": None,
               "proxy_headers": False}
     if options.insecure_http:

@@ -93,12 +93,13 @@ _HOST_AND_CLUSTER = (
 
 
 class _HostRow(Protocol):
-    """A row of `_HOST_AND_CLUSTER`."""
+    """A row of `_HOST_AND_CLUSTER` as `_host_of` returns it: a host in a cluster (pending
+    hosts are refused there), so the cluster's columns are set."""
 
     id: str
     name: str
     state: str
-    cluster_id: str | None
+    cluster_id: str
     ak_public: bytes
     ak_qualified_name: bytes
     last_clock: int | None
@@ -284,7 +285,7 @@ class AttestationService:
             host_id=host.id, host_name=host.name, cluster=host.cluster_name, state=host.state,
             ak_public=host.ak_public, ak_qualified_name=host.ak_qualified_name,
             previous_clock=previous, policy=policy_of(host.policy),
-            baselines=self._baselines.active_for(session, host.cluster_id or ""),
+            baselines=self._baselines.active_for(session, host.cluster_id),
             token_lifetime=timedelta(seconds=host.token_lifetime_seconds),
             allow_sha1=self._tpm_trust.current_settings(session).allow_sha1)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, FromClause, Select, bindparam, select
+from sqlalchemy import ColumnElement, Connection, FromClause, Row, Select, bindparam, select
 
 from trustauthority.errors import AuthenticationFailed
 from trustauthority.service.authz import Caller, parse_roles
@@ -95,8 +95,9 @@ def _credential_query(credential_table: FromClause, key: ColumnElement[str],
     Built once: every API call authenticates, and a statement object made per call costs
     more to key for SQLAlchemy's compiled cache than the query costs SQLite to run.
     """
-    return (select(*columns, _PRINCIPALS.id, _PRINCIPALS.name, _PRINCIPALS.revoked_at,
-                   _ROLES.role)
+    return (select(*columns, _PRINCIPALS.id.label("principal_id"),
+                   _PRINCIPALS.name.label("principal_name"),
+                   _PRINCIPALS.revoked_at.label("principal_revoked_at"), _ROLES.role)
             .select_from(credential_table)
             .join(table_of(Principal), _PRINCIPALS.id == credential_table.c.principal_id)
             .outerjoin(table_of(PrincipalRole), _ROLES.principal_id == _PRINCIPALS.id)
@@ -110,13 +111,13 @@ _CERTIFICATE_QUERY = _credential_query(
     _CERTIFICATES.not_after)
 
 
-def _caller(rows: Sequence[Sequence[Any]], credential: str) -> Caller:
-    """The principal of `rows` (columns: …, principal id, name, revoked_at, role)."""
+def _caller(rows: Sequence[Row[Any]], credential: str) -> Caller:
+    """The principal of `rows` (one row per role; `_credential_query`'s principal columns)."""
     first = rows[0]
-    if first[-2] is not None:
+    if first.principal_revoked_at is not None:
         raise CredentialRefused("principal revoked", credential)
-    return Caller(principal_id=first[-4], name=first[-3],
-                  roles=parse_roles(row[-1] for row in rows if row[-1] is not None),
+    return Caller(principal_id=first.principal_id, name=first.principal_name,
+                  roles=parse_roles(row.role for row in rows if row.role is not None),
                   credential=credential)
 
 
@@ -133,12 +134,13 @@ def authenticate_token(connection: Connection, unverified_token: str, now: datet
     token_id, secret = parts
     credential = f"token:{token_id}"
     rows = connection.execute(_TOKEN_QUERY, {"key": token_id}).all()
-    stored_hash, revoked_at, expires_at = rows[0][:3] if rows else (None, None, None)
-    if not API_TOKEN.matches(stored_hash, token_id, secret) or not rows:
+    token = rows[0] if rows else None
+    if not API_TOKEN.matches(token.secret_hash if token else None, token_id, secret) \
+            or token is None:
         raise CredentialRefused("unknown token or wrong secret", credential)
-    if revoked_at is not None:
+    if token.revoked_at is not None:
         raise CredentialRefused("token revoked", credential)
-    if expires_at is not None and expires_at <= now:
+    if token.expires_at is not None and token.expires_at <= now:
         raise CredentialRefused("token expired", credential)
     return _caller(rows, credential)
 
@@ -150,9 +152,9 @@ def authenticate_certificate(connection: Connection, fingerprint_sha256: str,
     rows = connection.execute(_CERTIFICATE_QUERY, {"key": fingerprint_sha256}).all()
     if not rows:
         raise CredentialRefused("certificate not issued to a principal", credential)
-    revoked_at, not_after = rows[0][:2]
-    if revoked_at is not None:
+    certificate = rows[0]
+    if certificate.revoked_at is not None:
         raise CredentialRefused("certificate revoked", credential)
-    if not_after <= now:
+    if certificate.not_after <= now:
         raise CredentialRefused("certificate expired", credential)
     return _caller(rows, credential)
