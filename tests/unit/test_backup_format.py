@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from trustauthority.errors import BackupInvalid
-from trustauthority.service.backup import MAGIC, restore_backup, seal, unseal
+from trustauthority.errors import BackupInvalid, UsageError
+from trustauthority.service.backup import MAGIC, read_backup_key, restore_backup, seal, unseal
+from trustauthority.store.db import Database, sqlite_url
 
 KEY = b"k" * 32
 FILES = {name: base64.b64encode(b"x").decode()
@@ -32,6 +33,10 @@ def _with_header(sealed: bytes, **changes: object) -> bytes:
 @pytest.mark.parametrize("changes", [
     {"n": 2**20, "r": 16},  # 2 GiB of scrypt memory
     {"n": 2**16, "r": 16},  # 128 MiB
+    {"n": 2**19, "r": 1},  # 64 MiB: more than this version asks for
+    {"n": float("inf")},  # JSON's Infinity: not an integer
+    {"n": True},
+    {"r": "8"},
     {"p": 4},
     {"n": 3**10},  # not a power of two
     {"format": 2},
@@ -62,3 +67,29 @@ def test_content_sealed_with_the_key_but_malformed_is_refused(tmp_path: Path,
     with pytest.raises(BackupInvalid):
         restore_backup(source, tmp_path / "restored", KEY)
     assert not (tmp_path / "restored" / "config.toml").exists()
+
+
+def test_a_sealed_row_the_schema_refuses_is_invalid_and_leaves_nothing_behind(
+        tmp_path: Path) -> None:
+    head = Database(sqlite_url(tmp_path / "scratch.db")).schema_head()
+    document = {"files": FILES, "config": {"database_url": "sqlite:///trustauthority.db"},
+                "database": {"format": 1, "revision": head, "tables": {
+                    "settings": {"columns": ["key", "value"], "rows": [["tpm", {"a": 1}]]}}}}
+    source = tmp_path / "sealed.tab"
+    source.write_bytes(seal(json.dumps(document).encode(), KEY, "2026-01-01T00:00:00+00:00"))
+    with pytest.raises(BackupInvalid, match="does not fit this version's schema"):
+        restore_backup(source, tmp_path / "restored", KEY)
+    assert not (tmp_path / "restored").exists()
+
+
+def test_devices_are_neither_backups_nor_backup_keys(tmp_path: Path) -> None:
+    """Read whole before any check, /dev/zero would fill the memory."""
+    with pytest.raises(BackupInvalid, match="not a regular file"):
+        restore_backup(Path("/dev/zero"), tmp_path / "restored", KEY)
+    with pytest.raises(UsageError, match="not a key file"):
+        read_backup_key(Path("/dev/zero"))
+    big = tmp_path / "big.key"
+    big.write_bytes(b"k" * 5000)
+    big.chmod(0o600)
+    with pytest.raises(UsageError, match="not a key file"):
+        read_backup_key(big)

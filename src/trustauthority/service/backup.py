@@ -24,6 +24,7 @@ import binascii
 import gzip
 import json
 import os
+import shutil
 import stat
 import uuid
 import zlib
@@ -52,6 +53,7 @@ from trustauthority.store.snapshot import load_snapshot, take_snapshot
 
 MAGIC = b"TABACKUP1\n"
 MIN_KEY_BYTES = 16
+MAX_KEY_BYTES = 4096
 #: scrypt cost: ~0.1 s and 32 MiB per try (RFC 7914's interactive setting, doubled)
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 MAX_HEADER = 4096
@@ -80,14 +82,18 @@ def new_backup_key(path: Path) -> None:
 
 
 def read_backup_key(path: Path) -> bytes:
-    """The key file's content: owner-only, at least 16 bytes (a trailing newline is ignored)."""
+    """The key file's content: a regular owner-only file of 16 bytes to 4 KiB (a trailing
+    newline is ignored)."""
     try:
         info = path.stat()
-        material = path.read_bytes().rstrip(b"\r\n")
     except OSError as error:
         raise UsageError(f"cannot read the backup key {path}: {error.strerror}") from None
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_KEY_BYTES:
+        raise UsageError(f"the backup key {path} is not a key file (a regular file of at most "
+                         f"{MAX_KEY_BYTES} bytes): make one with `ta backup new-key FILE`")
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise UsageError(f"the backup key {path} is readable by others: chmod 600 {path}")
+    material = _read(path, "the backup key")[:MAX_KEY_BYTES].rstrip(b"\r\n")
     if len(material) < MIN_KEY_BYTES:
         raise UsageError(f"the backup key {path} holds fewer than {MIN_KEY_BYTES} bytes: make "
                          "one with `ta backup new-key FILE`")
@@ -122,19 +128,24 @@ def unseal(sealed: bytes, material: bytes) -> tuple[dict[str, Any], bytes]:
         header = json.loads(raw_header)
         salt = base64.b64decode(header["salt"], validate=True)
         nonce = base64.b64decode(header["nonce"], validate=True)
-        n, r, p = int(header["n"]), int(header["r"]), int(header["p"])
+        n, r, p = header["n"], header["r"], header["p"]
     except (ValueError, KeyError, TypeError, binascii.Error):
         raise BackupInvalid("the backup's header is malformed") from None
-    # bounded cost (the header is authenticated only after the key is derived): at most twice
-    # the memory and work this version asks for, 64 MiB, never minutes or gigabytes
+    # bounded cost (the header is authenticated only after the key is derived): at most the
+    # memory (32 MiB) and work this version asks for, never minutes or gigabytes
     if header.get("format") != 1 or header.get("kdf") != "scrypt" or not (
-            n >= 2**14 and n & (n - 1) == 0 and r >= 1 and n * r <= 2 * SCRYPT_N * SCRYPT_R
+            all(type(value) is int for value in (n, r, p))
+            and n >= 2**14 and n & (n - 1) == 0 and r >= 1 and n * r <= SCRYPT_N * SCRYPT_R
             and 1 <= p <= 2 and len(nonce) == 12 and len(salt) >= 16):
         raise BackupInvalid("the backup's header has parameters this version does not accept")
     aad = sealed[:end + 1]
     try:
-        compressed = AESGCM(_derive(material, salt, n, r, p)).decrypt(nonce, sealed[end + 1:],
-                                                                       aad)
+        key = _derive(material, salt, n, r, p)
+    except (ValueError, MemoryError):  # parameters the scrypt implementation refuses
+        raise BackupInvalid("the backup's header has parameters this version does not accept"
+                            ) from None
+    try:
+        compressed = AESGCM(key).decrypt(nonce, sealed[end + 1:], aad)
         return header, gzip.decompress(compressed)
     except InvalidTag:
         raise BackupInvalid("the backup does not open with this key, or it was altered or "
@@ -148,6 +159,21 @@ def _read(path: Path, what: str) -> bytes:
         return path.read_bytes()
     except OSError as error:
         raise UsageError(f"cannot read {what} {path}: {error.strerror}") from None
+
+
+def _read_backup(path: Path) -> bytes:
+    """A backup file's bytes, read whole only once it is a regular file that starts like one
+    (not a device, a FIFO or something else by mistake)."""
+    try:
+        with path.open("rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise BackupInvalid(f"{path} is not a regular file")
+            start = file.read(len(MAGIC))
+            if start != MAGIC:
+                raise BackupInvalid("not a Trust Authority backup (no TABACKUP1 header)")
+            return start + file.read()
+    except OSError as error:
+        raise UsageError(f"cannot read the backup {path}: {error.strerror}") from None
 
 
 def create_backup(data_dir: Path, target: Path, key_material: bytes) -> BackupSummary:
@@ -189,6 +215,24 @@ def _restored_database(config: dict[str, Any], data_dir: Path, database_url: str
                      "empty PostgreSQL database, or sqlite:///trustauthority.db)")
 
 
+def _load(db: Database, data_dir: Path, header: dict[str, Any], document: dict[str, Any],
+          snapshot: dict[str, Any]) -> dict[str, int]:
+    """Load the snapshot into the new store and audit the restore there; rows per table."""
+    try:
+        counts = load_snapshot(db, snapshot)
+        platform = Platform(db, load_master_key_file(data_dir / MASTER_KEY))
+        with db.session() as session:
+            platform.audit.record(
+                session, principal="restore", role="system", action="service.restore",
+                target=str(data_dir)[:256], outcome="success", request_id="restore",
+                details={"backup_created_at": str(header.get("created_at", "")),
+                         "backup_id": str(document.get("backup_id", "")),
+                         "rows": sum(counts.values())})
+    finally:
+        db.dispose()
+    return counts
+
+
 def restore_backup(source: Path, data_dir: Path, key_material: bytes,
                    database_url: str | None = None) -> BackupSummary:
     """Restore a backup into a new data directory (and an empty database)."""
@@ -196,7 +240,7 @@ def restore_backup(source: Path, data_dir: Path, key_material: bytes,
     if (data_dir / CONFIG_NAME).exists():
         raise Conflict(f"{data_dir} is already a service's data directory: restore into a new "
                        "one")
-    header, payload = unseal(_read(source, "the backup"), key_material)
+    header, payload = unseal(_read_backup(source), key_material)
     try:
         document = json.loads(payload)
         files = {name: base64.b64decode(content, validate=True)
@@ -217,24 +261,34 @@ def restore_backup(source: Path, data_dir: Path, key_material: bytes,
         raise BackupInvalid(f"the backup's configuration is malformed: "
                             f"{error.errors()[0]['msg']}") from None
 
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (data_dir / "tls").mkdir(exist_ok=True, mode=0o700)
-    for name, content in files.items():
-        write_private(data_dir / name, content)
+    clashing = sorted(name for name in files if (data_dir / name).exists())
+    if clashing:
+        raise Conflict(f"{data_dir} already holds {', '.join(clashing)}: restore into a new "
+                       "directory")
+    created = not data_dir.exists()
+    written: list[Path] = []
     db = Database(config.database_for(data_dir))
     try:
-        counts = load_snapshot(db, snapshot)
-        platform = Platform(db, load_master_key_file(data_dir / MASTER_KEY))
-        with db.session() as session:
-            platform.audit.record(
-                session, principal="restore", role="system", action="service.restore",
-                target=str(data_dir)[:256], outcome="success", request_id="restore",
-                details={"backup_created_at": str(header.get("created_at", "")),
-                         "backup_id": str(document.get("backup_id", "")),
-                         "rows": sum(counts.values())})
-    finally:
-        db.dispose()
-    write_config(data_dir, config)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (data_dir / "tls").mkdir(exist_ok=True, mode=0o700)
+        database_file = db.sqlite_file
+        if database_file is not None and not database_file.exists():
+            written += [database_file.with_name(database_file.name + suffix)
+                        for suffix in ("", "-wal", "-shm")]
+        for name, content in files.items():
+            write_private(data_dir / name, content)
+            written.append(data_dir / name)
+        counts = _load(db, data_dir, header, document, snapshot)
+        write_config(data_dir, config)
+    except BaseException:
+        # nothing half-restored is left to be mistaken for a service's data directory (a
+        # PostgreSQL database keeps at most the empty schema: a retry restores into it)
+        if created:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        else:
+            for path in written:
+                path.unlink(missing_ok=True)
+        raise
     return BackupSummary(data_dir, str(header.get("created_at", "")), counts,
                          source.stat().st_size)
 

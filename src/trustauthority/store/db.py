@@ -103,12 +103,18 @@ class Database:
             yield session
 
     @contextmanager
-    def reading(self) -> Iterator[Connection]:
+    def reading(self, *, consistent: bool = False) -> Iterator[Connection]:
         """A read-only transaction on a bare connection, for hot reads written as SQLAlchemy
-        Core statements (no ORM unit of work to set up and tear down)."""
-        with self._errors_mapped(), self._read_engine.connect() as connection, \
-                connection.begin():
-            yield connection
+        Core statements (no ORM unit of work to set up and tear down).
+
+        `consistent`: every statement sees the same moment (REPEATABLE READ on PostgreSQL; a
+        SQLite read transaction is one WAL snapshot already), for reads of many tables.
+        """
+        with self._errors_mapped(), self._read_engine.connect() as connection:
+            if consistent and self.dialect == "postgresql":
+                connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            with connection.begin():
+                yield connection
 
     @contextmanager
     def _errors_mapped(self) -> Iterator[None]:

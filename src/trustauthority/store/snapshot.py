@@ -16,7 +16,7 @@ from typing import Any
 
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Table, TypeDecorator, delete, func, insert, select, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError, StatementError
 
 from trustauthority.errors import BackendUnavailable, BackupInvalid, Conflict
 from trustauthority.store.db import Database
@@ -51,28 +51,23 @@ def _decoder(column: Column[Any]) -> Any:
 
 def take_snapshot(db: Database) -> Snapshot:
     """Every row of every table, read in one transaction."""
-    try:
-        with db.engine.connect() as connection:
-            if db.dialect == "postgresql":
-                connection = connection.execution_options(isolation_level="REPEATABLE READ")
-            with connection.begin():
-                if db.dialect == "sqlite":  # BEGIN is deferred: read once so the snapshot starts
-                    connection.execute(text("SELECT 1"))
-                revision = MigrationContext.configure(connection).get_current_heads()
-                if list(revision) != [db.schema_head()]:
-                    raise Conflict(f"the database is at schema {list(revision)}, this version "
-                                   f"expects {db.schema_head()}: start the service once to "
-                                   "upgrade it, then back up")
-                tables: dict[str, Any] = {}
-                for table in Base.metadata.sorted_tables:
-                    columns = [column.name for column in table.columns]
-                    ordered = select(table).order_by(*table.primary_key.columns)
-                    tables[table.name] = {
-                        "columns": columns,
-                        "rows": [[_encode(value) for value in row]
-                                 for row in connection.execute(ordered)]}
-    except SQLAlchemyError as error:
-        raise BackendUnavailable(f"database {db.display_url}: {type(error).__name__}") from None
+    # a read-only transaction: the running service keeps writing while the rows are read
+    with db.reading(consistent=True) as connection:
+        if db.dialect == "sqlite":  # BEGIN is deferred: read once so the snapshot starts
+            connection.execute(text("SELECT 1"))
+        revision = MigrationContext.configure(connection).get_current_heads()
+        if list(revision) != [db.schema_head()]:
+            raise Conflict(f"the database is at schema {list(revision)}, this version "
+                           f"expects {db.schema_head()}: start the service once to "
+                           "upgrade it, then back up")
+        tables: dict[str, Any] = {}
+        for table in Base.metadata.sorted_tables:
+            columns = [column.name for column in table.columns]
+            ordered = select(table).order_by(*table.primary_key.columns)
+            tables[table.name] = {
+                "columns": columns,
+                "rows": [[_encode(value) for value in row]
+                         for row in connection.execute(ordered)]}
     return {"format": FORMAT, "revision": db.schema_head(), "dialect": db.dialect,
             "tables": tables}
 
@@ -90,8 +85,6 @@ def load_snapshot(db: Database, snapshot: Snapshot) -> dict[str, int]:
     counts: dict[str, int] = {}
     try:
         with db.engine.begin() as connection:
-            if db.dialect == "sqlite":
-                connection.execute(text("SELECT 1"))
             # `init` always writes the first audit entry: without one the store is unused
             if connection.scalar(select(func.count()).select_from(AuditRecord.__table__)):
                 raise Conflict(f"the database {db.display_url} already holds a Trust Authority "
@@ -103,6 +96,12 @@ def load_snapshot(db: Database, snapshot: Snapshot) -> dict[str, int]:
                                                  snapshot["tables"].get(table.name))
             if db.dialect == "postgresql":
                 _advance_sequences(connection)
+    except (OperationalError, InterfaceError) as error:  # the database, not the rows
+        raise BackendUnavailable(
+            f"loading the backup into {db.display_url}: {type(error).__name__}") from None
+    except StatementError as error:  # a row the schema refuses: sealed, but not sound
+        raise BackupInvalid(f"a row of the backup does not fit this version's schema "
+                            f"({type(error.orig or error).__name__})") from None
     except SQLAlchemyError as error:
         raise BackendUnavailable(
             f"loading the backup into {db.display_url}: {type(error).__name__}") from None
