@@ -24,7 +24,7 @@ from trustauthority import pki
 from trustauthority.cli.processes import TRUSTAUTHORITY, BackgroundProcess, free_port
 from trustauthority.errors import BackendUnavailable
 from trustauthority.keyserver import KmipEndpoint
-from trustauthority.keyserver.embedded import CLIENT_NAME, KmsFiles, handshake
+from trustauthority.keyserver.embedded import CLIENT_NAME, KmsFiles, ready
 
 START_TIMEOUT = 30.0
 
@@ -84,11 +84,7 @@ class RunningKms:
         return certificate.fingerprint(hashes.SHA256()).hex()
 
     def _ready(self) -> bool:
-        try:
-            handshake(self.files, self.host, self.port)
-        except (OSError, ValueError):  # files not written yet, refused, TLS
-            return False
-        return True
+        return ready(self.files, self.host, self.port)
 
     def _fail(self, why: str) -> None:
         self.stop()

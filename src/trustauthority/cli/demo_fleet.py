@@ -42,7 +42,7 @@ from trustauthority.errors import (
     TokenBindingMismatch,
     TrustAuthorityError,
 )
-from trustauthority.keyserver.embedded import KmsFiles, handshake
+from trustauthority.keyserver.embedded import KmsFiles, ready
 from trustauthority.schemas import (
     AttestationResultOut,
     BaselineFromHost,
@@ -158,13 +158,7 @@ class FleetDemo:
         return True
 
     def _kms_ready(self) -> bool:
-        if not self.kms_files.client_key.exists():  # its first run writes the certificates
-            return False
-        try:
-            handshake(self.kms_files, "127.0.0.1", self.kms_port)
-        except OSError:
-            return False
-        return True
+        return ready(self.kms_files, "127.0.0.1", self.kms_port)
 
     def start_service(self) -> None:
         port = free_port()

@@ -164,17 +164,22 @@ def serve_kms(files: KmsFiles, *, on_ready: Callable[[], None] | None = None) ->
 # -- the PKI ----------------------------------------------------------------------------------
 
 
-def handshake(files: KmsFiles, host: str, port: int, timeout: float = 2.0) -> None:
-    """A full mutual-TLS handshake with the client certificate Trust Authority uses: the probe
-    that a started KMS is ready. Raises OSError (ssl.SSLError among them) until it is. The
-    server's name is not checked here (the KMIP adapter checks it on every connection)."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.load_verify_locations(str(files.ca_certificate))
-    context.load_cert_chain(str(files.client_certificate), str(files.client_key))
-    with socket.create_connection((host, port), timeout=timeout) as raw, \
-            context.wrap_socket(raw) as tls:
-        tls.getpeercert()
+def ready(files: KmsFiles, host: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether a full mutual-TLS handshake with the client certificate Trust Authority uses
+    succeeds: the probe that a started KMS is ready (its first run writes the certificates,
+    then it listens). The server's name is not checked here (the KMIP adapter checks it on
+    every connection)."""
+    try:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.load_verify_locations(str(files.ca_certificate))
+        context.load_cert_chain(str(files.client_certificate), str(files.client_key))
+        with socket.create_connection((host, port), timeout=timeout) as raw, \
+                context.wrap_socket(raw) as tls:
+            tls.getpeercert()
+    except (OSError, ValueError):  # files not (fully) written yet, refused, TLS
+        return False
+    return True
 
 
 def _default_names(host: str) -> tuple[str, ...]:
