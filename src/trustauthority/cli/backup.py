@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from trustauthority.cli.connect import handled
-from trustauthority.cli.output import console, fail, print_json, require_directory
+from trustauthority.cli.output import console, print_json, require_directory
 
 app = typer.Typer(help="Back up a service into one encrypted file; restore it elsewhere.",
                   no_args_is_help=True)
@@ -20,16 +20,6 @@ KeyFile = Annotated[Path, typer.Option(
     "--key-file", help="The backup key: a file of at least 16 bytes, owner-only (make one with "
                        "`ta backup new-key`). Keep it apart from the backups.")]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-
-
-def _check_key_file(key_file: Path, as_json: bool) -> None:
-    """Say what to do about a --key-file that cannot be opened (the message from below the CLI
-    names the file, not the option or how to make one)."""
-    try:
-        key_file.open("rb").close()
-    except OSError as error:
-        fail(f"cannot read --key-file {key_file}: {error.strerror or error}; check the path, or "
-             "make a key with `ta backup new-key`", as_json=as_json)
 
 
 @app.command("new-key")
@@ -68,7 +58,6 @@ def create(
     from trustauthority.service.backup import create_backup, read_backup_key
 
     require_directory(data_dir, "--data-dir", as_json=as_json)
-    _check_key_file(key_file, as_json)
     with handled(as_json):
         summary = create_backup(data_dir, file, read_backup_key(key_file))
     rows = sum(summary.tables.values())
@@ -102,7 +91,6 @@ def restore(
     from trustauthority.service.backup import read_backup_key, restore_backup
 
     require_directory(data_dir, "--data-dir", as_json=as_json)
-    _check_key_file(key_file, as_json)
     with handled(as_json):
         summary = restore_backup(file, data_dir, read_backup_key(key_file), database)
     rows = sum(summary.tables.values())

@@ -87,7 +87,8 @@ def read_backup_key(path: Path) -> bytes:
     try:
         info = path.stat()
     except OSError as error:
-        raise UsageError(f"cannot read the backup key {path}: {error.strerror}") from None
+        raise UsageError(f"cannot read the backup key {path}: {error.strerror}; check the path, "
+                         "or make a key with `ta backup new-key`") from None
     if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_KEY_BYTES:
         raise UsageError(f"the backup key {path} is not a key file (a regular file of at most "
                          f"{MAX_KEY_BYTES} bytes): make one with `ta backup new-key FILE`")
