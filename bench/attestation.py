@@ -641,7 +641,7 @@ def _add(total: StatsTable, more: StatsTable) -> None:
 
 
 def profiled_serve(data_dir: Path, out: Path) -> None:
-    """What `ta serve` runs, with a cProfile in every thread: the event loop's (uvicorn, h11,
+    """What `ta serve` runs, with a cProfile in every thread: the event loop's (uvicorn, httptools,
     TLS, the ASGI app) and each threadpool worker's (the sync routes: auth, use cases, DB).
     The timer is the thread's own CPU time, so waiting for the GIL or for I/O is not counted
     (but the timer's own system call makes small functions look dearer than they are).
@@ -702,7 +702,8 @@ LIBRARIES = (
     ("SQLAlchemy", ("sqlalchemy",)),
     ("pydantic", ("pydantic",)),
     ("FastAPI + Starlette", ("fastapi", "starlette")),
-    ("uvicorn + h11 + asyncio", ("uvicorn", "h11", "asyncio", "selectors", "select.epoll")),
+    ("uvicorn + httptools + event loop", ("uvicorn", "httptools", "uvloop", "h11", "asyncio",
+                                          "selectors", "select.epoll")),
     ("crypto (cryptography, hashlib, hmac)", ("cryptography", "_hashlib", "hashlib", "hmac",
                                               "joserfc", "_rust")),
     ("JSON", ("json",)),
