@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
-from trustauthority.tpm.constants import HASH_IDS, HASH_NAMES, alg_name, digest
+from trustauthority.tpm.constants import DIGEST_SIZES, HASH_IDS, HASH_NAMES, alg_name, digest
 from trustauthority.tpm.reader import Reader, u16, u32
 
 #: PCR indices a PC Client TPM has (Part 2 §10.6.1 allows larger maps; we refuse them)
@@ -31,6 +31,13 @@ class PcrBankSelection:
     def ordered(self) -> tuple[int, ...]:
         """The selected PCRs ascending: the order their values enter the quote's digest."""
         return tuple(sorted(self.pcrs))
+
+    @cached_property
+    def digest_size(self) -> int | None:
+        """Bytes per PCR value in this bank; None for a bank we do not support."""
+        if self.hash_alg not in HASH_NAMES:
+            return None
+        return DIGEST_SIZES.get(self.hash_alg)
 
 
 @dataclass(frozen=True)

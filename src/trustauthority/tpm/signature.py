@@ -6,7 +6,7 @@ import struct
 from dataclasses import dataclass
 
 from trustauthority.tpm.constants import Alg, alg_name
-from trustauthority.tpm.reader import Reader, tpm2b, u16
+from trustauthority.tpm.reader import Reader, new_frozen, tpm2b, u16
 
 _ECC_SIG_ALGS = frozenset({Alg.ECDSA, Alg.ECDAA, Alg.SM2, Alg.ECSCHNORR})
 
@@ -57,11 +57,13 @@ def parse_signature(data: bytes) -> Signature:
     if len(data) >= 6:
         sig_alg, hash_alg, size = _HEAD.unpack_from(data, 0)
         if sig_alg in _RSA_FAST and size <= 512 and len(data) == 6 + size:
-            return RsaSignature(sig_alg, hash_alg, data[6:])
+            return new_frozen(RsaSignature, {"sig_alg": sig_alg, "hash_alg": hash_alg,
+                                             "sig": data[6:]})
         if sig_alg == _ECDSA and size <= 128 and len(data) >= 8 + size:
             (s_size,) = struct.unpack_from(">H", data, 6 + size)
             if s_size <= 128 and len(data) == 8 + size + s_size:
-                return EccSignature(sig_alg, hash_alg, data[6 : 6 + size], data[8 + size :])
+                return new_frozen(EccSignature, {"sig_alg": sig_alg, "hash_alg": hash_alg,
+                                                 "r": data[6 : 6 + size], "s": data[8 + size :]})
     return _parse_careful(data)
 
 

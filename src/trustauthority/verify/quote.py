@@ -42,8 +42,6 @@ from trustauthority.errors import (
 from trustauthority.tpm.attest import ClockInfo, QuoteInfo, TpmsAttest, parse_attest
 from trustauthority.tpm.constants import (
     CRYPTOGRAPHY_HASHES,
-    DIGEST_SIZES,
-    HASH_IDS,
     TPM_GENERATED_VALUE,
     Alg,
     St,
@@ -240,13 +238,14 @@ def _check_selection(
     values: dict[str, dict[int, bytes]] = {}
     ordered_values: list[bytes] = []
     for selection in signed.banks:
-        if not selection.pcrs:
+        ordered = selection.ordered
+        if not ordered:
             continue
         bank = selection.bank
         if bank == "sha1" and not options.allow_sha1:
             raise AlgorithmNotAllowed("a SHA-1 PCR bank is refused (allow_sha1 is off)")
-        size = DIGEST_SIZES.get(selection.hash_alg)
-        if size is None or bank not in HASH_IDS:
+        size = selection.digest_size
+        if size is None:
             raise PcrSelectionMismatch(f"the quote selects unsupported bank {bank}")
         supplied = unverified.get(bank)
         if supplied is None or supplied.keys() != selection.pcrs:
@@ -255,20 +254,22 @@ def _check_selection(
                 f"{bank}: the TPM signed PCRs {_fmt(selection.pcrs)} but values were supplied "
                 f"for {_fmt(offered)}")
         bank_values = dict(supplied)  # a copy: the caller cannot change it once verified
+        in_order = [bank_values[pcr] for pcr in ordered]
         # immutable bytes of the bank's size only; checked with set() to keep the loop in C
-        if (set(map(type, bank_values.values())) != _BYTES_ONLY
-                or set(map(len, bank_values.values())) != {size}):
-            pcr = next(pcr for pcr, value in sorted(bank_values.items())
+        if set(map(type, in_order)) != _BYTES_ONLY or set(map(len, in_order)) != {size}:
+            pcr = next(pcr for pcr, value in zip(ordered, in_order, strict=True)
                        if type(value) is not bytes or len(value) != size)
             raise PcrSelectionMismatch(f"{bank} PCR {pcr}: value must be {size} bytes")
         values[bank] = bank_values
-        ordered_values += [bank_values[pcr] for pcr in selection.ordered]
+        ordered_values += in_order
     if not values:
         raise PcrSelectionMismatch("the quote selects no PCRs")
-    extra = [bank for bank, pcrs in unverified.items() if pcrs and bank not in values]
-    if extra:
-        raise PcrSelectionMismatch(f"values supplied for banks the TPM did not quote: "
-                                   f"{', '.join(sorted(extra))}")
+    # every bank in `values` came from `unverified`, so equal sizes mean no bank is left over
+    if len(unverified) != len(values):
+        extra = [bank for bank, pcrs in unverified.items() if pcrs and bank not in values]
+        if extra:
+            raise PcrSelectionMismatch(f"values supplied for banks the TPM did not quote: "
+                                       f"{', '.join(sorted(extra))}")
     return values, b"".join(ordered_values)
 
 
