@@ -7,8 +7,9 @@ takes the write lock up front instead of failing half-way with "database is lock
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,12 @@ class Database:
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
         self._read_engine = self.engine.execution_options(ta_read_only=True)
+        # SQLite has one writer at a time, and a writer that finds the lock taken sleeps in
+        # SQLite's busy handler for 1, 2, 5, 10… ms before it looks again, however soon the
+        # lock was freed. Threads of one process queue here instead and go the moment it is
+        # free; other processes still meet the busy handler. Re-entrant, so a nested write
+        # fails as it did before (on SQLite's own lock) instead of waiting for itself.
+        self._writer = threading.RLock() if self.dialect == "sqlite" else None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._readers = sessionmaker(self._read_engine, expire_on_commit=False)
 
@@ -99,8 +106,11 @@ class Database:
         (exports, verification); on PostgreSQL every transaction is the same.
         """
         factory = self._readers if read_only else self._sessions
-        with self._errors_mapped(), factory.begin() as session:
-            yield session
+        with ExitStack() as stack:
+            if not read_only and self._writer is not None:
+                stack.enter_context(self._writer)
+            with self._errors_mapped(), factory.begin() as session:
+                yield session
 
     @contextmanager
     def reading(self, *, consistent: bool = False) -> Iterator[Connection]:
