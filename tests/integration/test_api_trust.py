@@ -101,12 +101,16 @@ def test_tpm_settings_default_to_the_secure_choice_and_changes_are_audited(
         settings = admin.tpm_settings()
         assert (settings.require_ek_certificate, settings.allow_ek_allowlist,
                 settings.allow_sha1) == (True, False, False)
-        changed = admin.set_tpm_settings(TpmSettingsUpdate(allow_ek_allowlist=True))
-        assert changed.allow_ek_allowlist
-        assert changed.require_ek_certificate
+        # the allow-list is for TPMs without a certificate, which required certificates refuse
+        with pytest.raises(UsageError, match="no-require-ek-certificate"):
+            admin.set_tpm_settings(TpmSettingsUpdate(allow_ek_allowlist=True))
+        changed = admin.set_tpm_settings(TpmSettingsUpdate(require_ek_certificate=False,
+                                                           allow_ek_allowlist=True))
+        assert (changed.require_ek_certificate, changed.allow_ek_allowlist) == (False, True)
         assert admin.tpm_settings() == changed
         [entry] = admin.audit_entries(action="tpm-settings.set")
-        assert entry.details == {"changed": {"allow_ek_allowlist": True}}
+        assert entry.details == {"changed": {"allow_ek_allowlist": True,
+                                             "require_ek_certificate": False}}
     with service.client(ops) as infra:
         assert infra.tpm_settings() == changed  # infra-admin reads trust state
         with pytest.raises(PermissionDenied):

@@ -579,7 +579,10 @@ def test_the_agent_loop_keeps_the_token_and_backs_off_when_the_service_is_away(
     assert last is not None
     assert last.status == "trusted"
     assert enrolled.token() is not None
-    # the service moves away: the loop records the error and drops the token, without raising
+    token, expires_at = enrolled.token(), last.token_expires_at
+    assert expires_at is not None
+    # the service moves away: the loop records the error, without raising, and keeps the
+    # token it holds while that is unexpired
     state = enrolled.load()
     enrolled.save(dataclasses.replace(state, server=f"https://127.0.0.1:{free_port()}"))
     agent.run(enrolled, interval=1, jitter=0, max_rounds=2)
@@ -587,7 +590,14 @@ def test_the_agent_loop_keeps_the_token_and_backs_off_when_the_service_is_away(
     assert last is not None
     assert last.status == "error"
     assert "cannot reach" in last.detail
-    assert enrolled.token() is None
+    assert (enrolled.token(), last.token_expires_at) == (token, expires_at)
+    # once its expiry has passed, the next failed round drops it
+    long_ago = datetime(2000, 1, 1, tzinfo=UTC).isoformat()
+    enrolled.save_status(dataclasses.replace(last, token_expires_at=long_ago))
+    agent.run(enrolled, interval=1, jitter=0, max_rounds=1)
+    last = enrolled.status()
+    assert last is not None
+    assert (enrolled.token(), last.token_expires_at) == (None, None)
 
 
 def test_intermediates_the_host_sends_complete_its_ek_chain(fleet: Fleet,

@@ -16,6 +16,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -279,6 +280,9 @@ def test_a_stopped_kmip_server_fails_over_then_503_then_recovers(kmip: KeyedFlee
     second.stop()
     with pytest.raises(KeyServerUnavailable, match="HTTP 503"):
         fetch_key(state_dir, blob, "vm-4")
+    failed = _audit(kmip.fleet, "failure")  # the attempt is on record, as refusals are
+    assert [(entry["target"], cast(dict[str, str], entry["details"])["error"])
+            for entry in failed] == [("vm-4", "key_server_unavailable")]
     with pytest.raises(KeyServerUnavailable):
         kmip.create_key("vm-5")
     with kmip.service.client(kmip.fleet.infra_token) as infra:

@@ -71,7 +71,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     platform.principals.create(admin, REQUEST, name="infra", kind="person",
                                roles=["infra-admin"])
     infra_token = platform.principals.create_token(admin, REQUEST, "infra").token
-    platform.tpm_trust.set_settings(admin, REQUEST, allow_ek_allowlist=True)
+    platform.tpm_trust.set_settings(admin, REQUEST, require_ek_certificate=False,
+                                    allow_ek_allowlist=True)
     platform.clusters.create(admin, REQUEST, name="prod")
     raw_log, _b64, _values = golden()
     platform.baselines.import_event_log(admin, REQUEST, name="golden", raw_event_log=raw_log)

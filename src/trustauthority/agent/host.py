@@ -322,7 +322,11 @@ def run(state_dir: StateDir, *, interval: float, jitter: float = 0.1,
             if previous != "error":
                 log.warning("attestation failed: %s (retrying in %.0f s)", error, delay)
             previous = "error"
-            _record_error(state_dir, error)
+            # an unreachable service has not found the host untrusted: the token it holds
+            # stays until it expires (the service checks the host's current state at every
+            # key release anyway); a refused credential is a verdict, and drops it
+            _record_error(state_dir, error,
+                          keep_token=not isinstance(error, AuthenticationFailed))
         except TrustAuthorityError as error:
             if previous != "error":
                 log.warning("attestation refused: %s", error)
@@ -334,15 +338,24 @@ def run(state_dir: StateDir, *, interval: float, jitter: float = 0.1,
         stop.wait(delay)
 
 
-def _record_error(state_dir: StateDir, error: TrustAuthorityError) -> None:
+def _record_error(state_dir: StateDir, error: TrustAuthorityError, *,
+                  keep_token: bool = False) -> None:
+    """The status says what went wrong; the token is dropped unless `keep_token` and it is
+    still unexpired (its expiry is the one the last verdict recorded)."""
     try:
         state = state_dir.load()
+        last = state_dir.status()
     except TrustAuthorityError:
         return
-    state_dir.save_token(None)
+    expires_at = last.token_expires_at if last is not None and keep_token else None
+    if expires_at is not None and datetime.fromisoformat(expires_at) <= datetime.now(UTC):
+        expires_at = None
+    if expires_at is None or state_dir.token() is None:
+        expires_at = None
+        state_dir.save_token(None)
     state_dir.save_status(AgentStatus(
         at=datetime.now(UTC).isoformat(timespec="seconds"), status="error",
-        host=state.host_name, cluster=state.cluster, baseline=None, token_expires_at=None,
+        host=state.host_name, cluster=state.cluster, baseline=None, token_expires_at=expires_at,
         detail=str(error)[:512]))
 
 

@@ -120,15 +120,21 @@ def settings_set(
     ctx: typer.Context,
     require_ek_certificate: Annotated[bool | None, typer.Option(
         "--require-ek-certificate/--no-require-ek-certificate",
-        help="An EK certificate chaining to a trusted TPM CA is required.")] = None,
+        help="Every TPM must present an EK certificate chaining to a trusted TPM CA (on). "
+             "Off: TPMs without one enroll through the allow-list or, with that off too, on "
+             "their join token alone (trust on first use).")] = None,
     allow_ek_allowlist: Annotated[bool | None, typer.Option(
         "--allow-ek-allowlist/--no-allow-ek-allowlist",
-        help="An allowed EK public key is enough.")] = None,
+        help="A TPM without a certificate enrolls if its EK is on the allow-list (off; needs "
+             "--no-require-ek-certificate).")] = None,
     allow_sha1: Annotated[bool | None, typer.Option(
         "--allow-sha1/--no-allow-sha1", help="Accept SHA-1 PCR-bank evidence (off).")] = None,
     as_json: Json = False,
 ) -> None:
-    """Change TPM trust settings.  Example: `ta tpm-settings set --allow-ek-allowlist`"""
+    """Change TPM trust settings.
+
+    Example: `ta tpm-settings set --no-require-ek-certificate --allow-ek-allowlist`
+    """
     request = TpmSettingsUpdate(require_ek_certificate=require_ek_certificate,
                                 allow_ek_allowlist=allow_ek_allowlist, allow_sha1=allow_sha1)
     _print_settings(call(ctx, as_json, lambda client: client.set_tpm_settings(request)),

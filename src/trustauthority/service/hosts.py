@@ -287,13 +287,15 @@ class HostService:
                                   at=now, intermediates=intermediates)
             ek_matches_certificate(ek, certificate)
             return ek, certificate.public_bytes(serialization.Encoding.PEM).decode()
-        if not settings.allow_ek_allowlist:
-            raise CertificateError("no EK certificate was presented, and the EK allow-list is "
-                                   "off (tpm-settings)")
-        fingerprint = public_key_fingerprint(ek.public_key)
-        if session.get(AllowedEk, fingerprint) is None:
-            raise CertificateError(f"no EK certificate was presented and EK {fingerprint[:16]}… "
-                                   "is not on the allow-list")
+        # no certificate: the settings decide (TpmSettings says how)
+        if settings.require_ek_certificate:
+            raise CertificateError("no EK certificate was presented, and tpm-settings require "
+                                   "one (require-ek-certificate)")
+        if settings.allow_ek_allowlist:
+            fingerprint = public_key_fingerprint(ek.public_key)
+            if session.get(AllowedEk, fingerprint) is None:
+                raise CertificateError(f"no EK certificate was presented and EK "
+                                       f"{fingerprint[:16]}… is not on the allow-list")
         return ek, None
 
     def start_enrollment(self, request_id: str, source: str,
@@ -416,6 +418,9 @@ class HostService:
         self._audit.record(session, principal=host_id, role=Role.HOST.value, action=action,
                            target=host.name, outcome="success", request_id=request_id,
                            details={"ek_fingerprint": host.ek_fingerprint,
+                                    # none: the allow-list or trust on first use let it in
+                                    "ek_certificate": ("checked" if enrollment.ek_certificate_pem
+                                                       else "none"),
                                     "cluster": view.cluster or "-",
                                     "join_token_id": enrollment.join_token_id or "-",
                                     "state": host.state})

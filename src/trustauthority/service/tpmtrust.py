@@ -36,12 +36,22 @@ _MAX_PEM = 256 * 1024
 
 @dataclass(frozen=True)
 class TpmSettings:
-    """How a host proves its TPM is genuine. Secure defaults: EK certificates required."""
+    """How a host proves its TPM is genuine. Secure defaults: EK certificates required.
 
-    #: an EK certificate chaining to a trusted TPM CA is required (TPMs from known vendors)
+    A certificate a host presents is always checked against the TPM CAs. For a TPM that
+    presents none, the two switches decide (`HostService._check_ek`):
+
+    - `require_ek_certificate` on: refused — whatever the allow-list says (the two cannot be
+      on together, `set_settings` refuses that);
+    - off, `allow_ek_allowlist` on: accepted only if its EK is on the allow-list;
+    - both off: accepted on the join token or the approval alone (trust on first use, as
+      Keylime's `require_ek_cert = False`): a leaked join token then admits a software TPM.
+    """
+
+    #: every TPM must present an EK certificate chaining to a trusted TPM CA
     require_ek_certificate: bool = True
-    #: an EK public key on the allow-list is enough (for TPMs shipped without a certificate);
-    #: only consulted when no certificate is presented or required is off
+    #: a TPM without a certificate is accepted when its EK is on the allow-list (needs
+    #: require_ek_certificate off)
     allow_ek_allowlist: bool = False
     #: evidence over the SHA-1 PCR bank is refused unless this is on
     allow_sha1: bool = False
@@ -256,6 +266,10 @@ class TpmTrustService:
                 ("allow_ek_allowlist", allow_ek_allowlist), ("allow_sha1", allow_sha1))
                 if value is not None and current[key] != value}
             updated = TpmSettings(**{**current, **changes})
+            if updated.require_ek_certificate and updated.allow_ek_allowlist:
+                raise UsageError("the EK allow-list is for TPMs without a certificate, and "
+                                 "require-ek-certificate refuses those: turn it off "
+                                 "(--no-require-ek-certificate) to use the allow-list")
             if changes:
                 row = session.get(Setting, _SETTINGS_KEY)
                 value = json.dumps(asdict(updated), sort_keys=True)

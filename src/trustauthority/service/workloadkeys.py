@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from trustauthority.errors import (
     Conflict,
     KeyReleaseRefused,
+    KeyServerUnavailable,
     NotFound,
     PermissionDenied,
     PolicyViolation,
@@ -408,6 +409,16 @@ class WorkloadKeyService:
                                    outcome="denied", request_id=request_id,
                                    details={**context, "error": refused.error_type,
                                             "reason": str(refused)[:500]})
+            raise
+        except KeyServerUnavailable as unavailable:
+            # every key server of the provider failed: nothing was released, and the attempt
+            # is on record like any other (the 503 the host sees says the same)
+            with self._db.session() as session:
+                self._audit.record(session, principal=caller.name, role=role,
+                                   action="key.release", target=workload[:256] or "-",
+                                   outcome="failure", request_id=request_id,
+                                   details={**context, "error": unavailable.error_type,
+                                            "reason": str(unavailable)[:500]})
             raise
 
     def _release(self, caller: Caller, role: str, request_id: str, text: str, workload: str,
