@@ -13,12 +13,12 @@ from typing import Annotated, Any, Literal
 
 import typer
 from cryptography.hazmat.primitives import serialization
-from rich.table import Table
 
 from trustauthority.agent import host as agent_host
 from trustauthority.agent import simboot
 from trustauthority.cli.output import (
     EXIT_REJECTED,
+    PlainTable,
     console,
     fail,
     fail_with,
@@ -60,7 +60,7 @@ def _human_result(result: Any) -> None:
     failure = result.failure
     console.print(f"[red]untrusted[/]: {failure.detail if failure else '-'}", soft_wrap=True)
     if failure is not None and failure.differences:
-        table = Table("component", "PCR", "expected", "found", "event")
+        table = PlainTable("component", "PCR", "expected", "found", "event")
         for difference in failure.differences[:20]:
             table.add_row(difference.component, str(difference.pcr),
                           difference.expected_label or difference.expected or "-",

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from trustauthority.audit.chain import AuditEntry
 from trustauthority.cli.connect import call, handled
-from trustauthority.cli.output import EXIT_REJECTED, console, fail, print_json
+from trustauthority.cli.output import EXIT_REJECTED, PlainTable, console, fail, print_json, styled
 from trustauthority.client import TrustAuthorityClient
 from trustauthority.errors import AuditChainBroken, BackendUnavailable, ConfigError, UsageError
 
@@ -41,9 +40,9 @@ def list_(
     if as_json:
         print_json([entry.model_dump(mode="json") for entry in entries])
         return
-    table = Table("#", "time", "principal", "role", "action", "target", "outcome", "details")
+    table = PlainTable("#", "time", "principal", "role", "action", "target", "outcome", "details")
     for entry in entries:
-        outcome = entry.outcome if entry.outcome == "success" else f"[red]{entry.outcome}[/]"
+        outcome = styled(entry.outcome, None if entry.outcome == "success" else "red")
         table.add_row(str(entry.sequence), entry.time[:19].replace("T", " "), entry.principal,
                       entry.role, entry.action, entry.target, outcome,
                       json.dumps(entry.details, sort_keys=True)[:60])

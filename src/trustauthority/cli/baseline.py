@@ -13,6 +13,7 @@ from rich.table import Table
 from trustauthority.cli.connect import build, call
 from trustauthority.cli.output import (
     EXIT_REJECTED,
+    PlainTable,
     console,
     emit,
     fail,
@@ -34,7 +35,7 @@ Name = Annotated[str, typer.Argument(help="Baseline name.")]
 
 
 def _table(baselines: list[BaselineOut]) -> Table:
-    table = Table("name", "version", "components", "secure boot", "clusters", "source",
+    table = PlainTable("name", "version", "components", "secure boot", "clusters", "source",
                   "created by")
     for item in baselines:
         document = item.baseline
@@ -96,7 +97,7 @@ def show(ctx: typer.Context, name: Name,
     """Show a baseline's components and reference digests.  Example: `ta baseline show golden`"""
     item = call(ctx, as_json, lambda client: client.get_baseline(name, version))
     components = item.baseline.get("components")
-    table = Table("component", "PCR", "events", "first event")
+    table = PlainTable("component", "PCR", "events", "first event")
     for component in components if isinstance(components, list) else []:
         events = component.get("events", []) if isinstance(component, dict) else []
         first = events[0] if events else {}

@@ -12,13 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
-from rich.table import Table
 
 from trustauthority.agent import simboot
 from trustauthority.agent.swtpm import SoftwareTpm
 from trustauthority.agent.tpm import AgentTpm
 from trustauthority.cli.demo_steps import DemoFailure, expect_refusal, ok, step
-from trustauthority.cli.output import console
+from trustauthority.cli.output import PlainTable, console, styled
 from trustauthority.errors import EvidenceError
 from trustauthority.eventlog import parse_event_log, replay
 from trustauthority.tpm import TPM_RH_ENDORSEMENT, hierarchy_qualified_name, make_credential
@@ -152,12 +151,13 @@ def _cn(certificate: x509.Certificate) -> str:
 
 def _show_evidence(evidence: VerifiedEvidence) -> None:
     quote: VerifiedQuote = evidence.quote
-    table = Table("PCR", "sha256 value", "what the log says was measured", show_lines=False)
+    table = PlainTable("PCR", "sha256 value", "what the log says was measured", show_lines=False)
     for pcr, value in sorted(quote.pcr_values["sha256"].items()):
         described = [event.describe() for event in evidence.verified_events
                      if event.pcr == pcr and event.type_name != "EV_SEPARATOR"]
         summary = "; ".join(described[:2]) + (" …" if len(described) > 2 else "")
-        table.add_row(str(pcr), value.hex()[:16] + "…", summary[:70] or "[dim](separator only)")
+        table.add_row(str(pcr), value.hex()[:16] + "…",
+                      summary[:70] or styled("(separator only)", "dim"))
     console.print(table)
 
 

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rich.table import Table
-
 from trustauthority.agent import host as agent
 from trustauthority.agent import simboot
 from trustauthority.agent.keys import fetch_key, unverified_expiry
@@ -27,7 +25,7 @@ from trustauthority.agent.tpm import AgentTpm
 from trustauthority.agent.workload import decrypt_file, encrypt_file
 from trustauthority.cli.demo_steps import DemoFailure, expect_refusal, info, ok, step
 from trustauthority.cli.host import host_table
-from trustauthority.cli.output import console
+from trustauthority.cli.output import PlainTable, console, styled
 from trustauthority.cli.processes import (
     TRUSTAUTHORITY,
     BackgroundProcess,
@@ -397,13 +395,13 @@ class FleetDemo:
             if not verification.ok:
                 raise DemoFailure(f"audit verification failed: {verification.detail}")
             self.outcomes.audit = {"ok": verification.ok, "entries": verification.entries}
-            table = Table("#", "principal", "role", "action", "target", "outcome")
+            table = PlainTable("#", "principal", "role", "action", "target", "outcome")
             for entry in entries:
                 style = "" if entry.outcome == "success" else "red"
                 table.add_row(str(entry.sequence), _short(entry.principal), entry.role,
                               entry.action,
                               entry.target[:40],
-                              f"[{style}]{entry.outcome}[/]" if style else entry.outcome)
+                              styled(entry.outcome, style))
             console.print(table)
             ok(f"`audit verify`: {verification.entries} entries, hash chain intact — every "
                "change, attestation, release and refusal by whom; never a key")

@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
-from trustauthority.cli.output import console, fail_with, print_json, read_input_file
+from trustauthority.cli.output import PlainTable, console, fail_with, print_json, read_input_file
 from trustauthority.errors import EventLogFormatError
 from trustauthority.eventlog import Event, EventLog, parse_event_log, replay, to_jsonable
 from trustauthority.eventlog.constants import MAX_LOG_SIZE
@@ -73,7 +72,8 @@ def show(path: PathArgument, as_json: JsonOption = False) -> None:
         return
     bank = "sha256" if "sha256" in log.algorithms else log.algorithms[0]
     # Text() cells: log contents (grub's "[ ... ]" commands) must never be read as Rich markup.
-    table = Table(title=Text(f"{path} ({log.format}, {len(log)} events)"), title_justify="left")
+    table = PlainTable(title=Text(f"{path} ({log.format}, {len(log)} events)"),
+                       title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("PCR", justify="right")
     table.add_column("type")
@@ -102,7 +102,7 @@ def replay_command(path: PathArgument, as_json: JsonOption = False) -> None:
                               for bank, pcrs in values.items()}})
         return
     for bank, pcrs in values.items():
-        table = Table(title=bank, title_justify="left")
+        table = PlainTable(title=bank, title_justify="left")
         table.add_column("PCR", justify="right")
         table.add_column("value", no_wrap=True)
         for pcr, value in pcrs.items():

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from trustauthority.cli.connect import build, call
-from trustauthority.cli.output import emit, when
+from trustauthority.cli.output import PlainTable, emit, styled, when
 from trustauthority.schemas import (
     AttestationOut,
     HostApprove,
@@ -32,17 +32,17 @@ _STATE_STYLE = {"trusted": "green", "untrusted": "red", "stale": "yellow", "pend
 
 
 def host_table(hosts: list[HostOut]) -> Table:
-    table = Table("name", "state", "cluster", "last attestation", "reason")
+    table = PlainTable("name", "state", "cluster", "last attestation", "reason")
     for host in hosts:
         style = _STATE_STYLE.get(host.state, "")
-        table.add_row(host.name, f"[{style}]{host.state}[/]" if style else host.state,
+        table.add_row(host.name, styled(host.state, style),
                       host.cluster or "-", when(host.last_attested_at),
                       host.state_reason[:120] or "-")
     return table
 
 
 def _host_detail(host: HostOut) -> Table:
-    table = Table("field", "value", show_header=False)
+    table = PlainTable("field", "value", show_header=False)
     for field, value in (("name", host.name), ("id", host.id), ("state", host.state),
                          ("reason", host.state_reason or "-"), ("cluster", host.cluster or "-"),
                          ("EK fingerprint", host.ek_fingerprint),
@@ -57,7 +57,7 @@ def _host_detail(host: HostOut) -> Table:
 
 
 def _history_table(rows: list[AttestationOut]) -> Table:
-    table = Table("at", "status", "baseline", "rebooted", "reason")
+    table = PlainTable("at", "status", "baseline", "rebooted", "reason")
     for row in rows:
         table.add_row(when(row.at), row.status, row.baseline or "-",
                       "-" if row.rebooted is None else ("yes" if row.rebooted else "no"),
@@ -66,7 +66,7 @@ def _history_table(rows: list[AttestationOut]) -> Table:
 
 
 def _token_table(tokens: list[JoinTokenOut]) -> Table:
-    table = Table("id", "cluster", "expires", "used", "by host", "revoked", "created by")
+    table = PlainTable("id", "cluster", "expires", "used", "by host", "revoked", "created by")
     for token in tokens:
         table.add_row(token.id, token.cluster, when(token.expires_at), when(token.used_at),
                       token.used_by_host or "-", when(token.revoked_at), token.created_by)

@@ -8,9 +8,19 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from trustauthority.cli.connect import build, call
-from trustauthority.cli.output import console, emit, fail, print_json, read_input_file, when
+from trustauthority.cli.output import (
+    PlainTable,
+    console,
+    emit,
+    fail,
+    print_json,
+    read_input_file,
+    styled,
+    when,
+)
 from trustauthority.cli.trust import cluster_app
 from trustauthority.schemas import (
     KeyRewrap,
@@ -55,7 +65,7 @@ def _text(path: str | None, what: str, as_json: bool) -> str | None:
 
 
 def _server_table(servers: list[KeyServerOut]) -> Table:
-    table = Table("name", "kind", "address", "client certificate", "expires", "providers")
+    table = PlainTable("name", "kind", "address", "client certificate", "expires", "providers")
     for server in servers:
         table.add_row(server.name, server.kind, server.address,
                       server.certificate_subject or str(server.settings.get("token_label") or "-"),
@@ -63,12 +73,13 @@ def _server_table(servers: list[KeyServerOut]) -> Table:
     return table
 
 
-def _yes_no(value: bool | None) -> str:
-    return "-" if value is None else ("[green]yes[/]" if value else "[red]no[/]")
+def _yes_no(value: bool | None) -> Text:
+    return styled("-", None) if value is None else (styled("yes", "green") if value
+                                                     else styled("no", "red"))
 
 
 def _health_table(report: KeyServerHealthOut) -> Table:
-    table = Table("check", "result", show_header=False)
+    table = PlainTable("check", "result", show_header=False)
     table.add_row("reachable", _yes_no(report.reachable))
     table.add_row("client trusts server", _yes_no(report.client_trusts_server))
     table.add_row("server trusts client", _yes_no(report.server_trusts_client))
@@ -180,11 +191,11 @@ def server_test(ctx: typer.Context, name: Name, as_json: Json = False) -> None:
 
 
 def _provider_table(providers: list[ProviderOut]) -> Table:
-    table = Table("name", "kind", "health", "servers (in order)", "primary key", "clusters")
+    table = PlainTable("name", "kind", "health", "servers (in order)", "primary key", "clusters")
     for provider in providers:
         style = _HEALTH_STYLE[provider.health]
         current = next(v for v in provider.versions if v.version == provider.current_version)
-        table.add_row(provider.name, provider.kind, f"[{style}]{provider.health}[/]",
+        table.add_row(provider.name, provider.kind, styled(provider.health, style),
                       ", ".join(f"{s.name} ({s.state})" for s in provider.servers),
                       f"v{current.version}: {current.key_id}",
                       ", ".join(provider.clusters) or "-")
@@ -192,7 +203,7 @@ def _provider_table(providers: list[ProviderOut]) -> Table:
 
 
 def _provider_detail(provider: ProviderOut) -> Table:
-    table = Table("field", "value", show_header=False)
+    table = PlainTable("field", "value", show_header=False)
     table.add_row("name", provider.name)
     table.add_row("kind", provider.kind)
     table.add_row("health", provider.health)
@@ -291,7 +302,7 @@ def cluster_revoke(ctx: typer.Context, cluster: Annotated[str, typer.Argument(he
 
 
 def _key_table(keys: list[WorkloadKeyOut]) -> Table:
-    table = Table("workload", "key id", "state", "cluster", "provider", "version", "created",
+    table = PlainTable("workload", "key id", "state", "cluster", "provider", "version", "created",
                   "last released")
     for key in keys:
         table.add_row(key.workload, key.id, key.state, key.cluster, key.provider,

@@ -12,6 +12,9 @@ from typing import Any, NoReturn
 from pydantic import BaseModel
 from rich.console import Console, RenderableType
 from rich.markup import escape
+from rich.style import Style
+from rich.table import Table
+from rich.text import Text
 
 from trustauthority.errors import (
     AccessError,
@@ -33,6 +36,25 @@ EXIT_DENIED = 4  # the service did not accept our credential, or our role may no
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+class PlainTable(Table):
+    """A Rich table whose text cells are shown as they are.
+
+    Cells hold what hosts, event logs and users wrote (facts, reasons, event descriptions,
+    audit details): Rich would read "[green]" in one as markup, and "[/]" as an error that
+    ends the command with a traceback. A cell meant to be styled is given as `styled(...)`.
+    """
+
+    def add_row(self, *renderables: RenderableType | None, style: str | Style | None = None,
+                end_section: bool = False) -> None:
+        super().add_row(*(Text(cell) if isinstance(cell, str) else cell for cell in renderables),
+                        style=style, end_section=end_section)
+
+
+def styled(text: str, style: str | None) -> Text:
+    """A table cell shown in `style` (none: plain), its text taken literally."""
+    return Text(text, style=style or "")
 
 
 def print_json(document: Any) -> None:

@@ -16,7 +16,15 @@ from rich.table import Table
 from rich.text import Text
 
 from trustauthority.cli.connect import build, call
-from trustauthority.cli.output import console, emit, fail, print_json, require_directory, when
+from trustauthority.cli.output import (
+    PlainTable,
+    console,
+    emit,
+    fail,
+    print_json,
+    require_directory,
+    when,
+)
 from trustauthority.files import write_private
 from trustauthority.schemas import (
     CertificateCreate,
@@ -38,7 +46,7 @@ Name = Annotated[str, typer.Argument(help="Principal name.")]
 
 
 def _principals_table(principals: list[PrincipalOut]) -> Table:
-    table = Table("name", "kind", "roles", "created", "by", "revoked")
+    table = PlainTable("name", "kind", "roles", "created", "by", "revoked")
     for p in principals:
         table.add_row(p.name, p.kind, ", ".join(p.roles), when(p.created_at), p.created_by,
                       when(p.revoked_at))
@@ -46,7 +54,7 @@ def _principals_table(principals: list[PrincipalOut]) -> Table:
 
 
 def _tokens_table(tokens: list[TokenOut]) -> Table:
-    table = Table("token id", "label", "created", "expires", "revoked")
+    table = PlainTable("token id", "label", "created", "expires", "revoked")
     for t in tokens:
         table.add_row(t.id, t.label, when(t.created_at), when(t.expires_at),
                       when(t.revoked_at))

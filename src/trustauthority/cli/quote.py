@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 import typer
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
-from rich.table import Table
 
 from trustauthority.cli.output import (
     EXIT_USAGE,
+    PlainTable,
     console,
     fail,
     fail_with,
@@ -101,7 +101,7 @@ def verify(
     if evidence is not None:
         console.print(f"[bold green]✓ event log verified[/]: {len(evidence.event_log.events)} "
                       f"events reproduce PCRs {_fmt(evidence.confirmed_pcrs)}")
-    table = Table("bank", "PCR", "value")
+    table = PlainTable("bank", "PCR", "value")
     for bank, bank_values in verified.pcr_values.items():
         for pcr, value in sorted(bank_values.items()):
             table.add_row(bank, str(pcr), value.hex())

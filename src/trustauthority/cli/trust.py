@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from trustauthority.cli.connect import build, call
-from trustauthority.cli.output import emit, read_input_file, when
+from trustauthority.cli.output import PlainTable, emit, read_input_file, when
 from trustauthority.schemas import (
     ClusterCreate,
     ClusterOut,
@@ -59,7 +59,7 @@ def _der_to_pem(raw: bytes) -> str:
 def tpm_ca_list(ctx: typer.Context, as_json: Json = False) -> None:
     """List trusted TPM CAs.  Example: `ta tpm-ca list`"""
     cas = call(ctx, as_json, lambda client: client.list_tpm_cas())
-    table = Table("fingerprint", "subject", "kind", "until", "added by")
+    table = PlainTable("fingerprint", "subject", "kind", "until", "added by")
     for ca in cas:
         table.add_row(ca.fingerprint_sha256[:16] + "…", ca.subject,
                       "root" if ca.is_root else "intermediate", when(ca.not_after), ca.added_by)
@@ -90,7 +90,7 @@ def ek_add(ctx: typer.Context,
 def ek_list(ctx: typer.Context, as_json: Json = False) -> None:
     """List allowed EKs.  Example: `ta ek list`"""
     eks = call(ctx, as_json, lambda client: client.list_eks())
-    table = Table("fingerprint", "algorithm", "description", "added", "by")
+    table = PlainTable("fingerprint", "algorithm", "description", "added", "by")
     for ek in eks:
         table.add_row(ek.fingerprint_sha256, ek.algorithm, ek.description, when(ek.added_at),
                       ek.added_by)
@@ -142,7 +142,7 @@ def settings_set(
 
 
 def _cluster_table(clusters: list[ClusterOut]) -> Table:
-    table = Table("name", "secure boot", "PCRs", "token", "interval", "created by")
+    table = PlainTable("name", "secure boot", "PCRs", "token", "interval", "created by")
     for cluster in clusters:
         table.add_row(cluster.name,
                       "required" if cluster.policy.require_secure_boot else "optional",
