@@ -20,7 +20,12 @@ from trustauthority.cli.output import (
     print_json,
     read_input_file,
 )
-from trustauthority.errors import BackendUnavailable, TokenMalformed, TrustAuthorityError
+from trustauthority.errors import (
+    BackendUnavailable,
+    TokenMalformed,
+    TrustAuthorityError,
+    UsageError,
+)
 from trustauthority.token import Jwks, verify
 
 app = typer.Typer(help="Attestation tokens.", no_args_is_help=True)
@@ -41,8 +46,8 @@ def _jwks(source: str, ca: Path | None, as_json: bool) -> Jwks:
                                   as_json=as_json)
     try:
         return Jwks.parse(content)
-    except TokenMalformed as error:  # a wrong --jwks, not a verdict on the token
-        fail_with(error, as_json=as_json,
+    except TokenMalformed as error:  # a wrong --jwks (exit 2), not a verdict on the token
+        fail_with(UsageError(f"--jwks {source}: {error}"), as_json=as_json,
                   hint="give --jwks the service's /.well-known/jwks.json (its URL or a copy)")
 
 
