@@ -53,6 +53,11 @@ def initialise(data_dir: Path, *, database_url: str | None = None,
         raise Conflict(f"{data_dir} is already initialised ({CONFIG_NAME} exists)")
     if (tls_certificate is None) != (tls_key is None):
         raise ConfigError("give both --tls-cert and --tls-key, or neither")
+    if master_key_file is not None and not master_key_file.exists():
+        # a mistyped path must not quietly become a new key (the service would then not
+        # open the secrets stored under the key that was meant)
+        raise ConfigError(f"no master key at {master_key_file}: give --master-key an existing "
+                          "key file, or leave it out to create one in --data-dir")
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     (data_dir / "tls").mkdir(exist_ok=True, mode=0o700)
     url = database_url or sqlite_url(data_dir / "trustauthority.db")
