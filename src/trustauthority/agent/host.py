@@ -348,15 +348,21 @@ def _record_error(state_dir: StateDir, error: TrustAuthorityError, *,
     except TrustAuthorityError:
         return
     expires_at = last.token_expires_at if last is not None and keep_token else None
-    if expires_at is not None and datetime.fromisoformat(expires_at) <= datetime.now(UTC):
-        expires_at = None
-    if expires_at is None or state_dir.token() is None:
+    if expires_at is None or not _in_future(expires_at) or state_dir.token() is None:
         expires_at = None
         state_dir.save_token(None)
     state_dir.save_status(AgentStatus(
         at=datetime.now(UTC).isoformat(timespec="seconds"), status="error",
         host=state.host_name, cluster=state.cluster, baseline=None, token_expires_at=expires_at,
         detail=str(error)[:512]))
+
+
+def _in_future(moment: str) -> bool:
+    """Whether an ISO time the agent recorded is still ahead; an unreadable one is not."""
+    try:
+        return datetime.fromisoformat(moment) > datetime.now(UTC)
+    except (ValueError, TypeError):  # not ISO 8601, or without a time zone
+        return False
 
 
 def status(state_dir: StateDir) -> dict[str, Any]:
