@@ -36,7 +36,7 @@ Name = Annotated[str, typer.Argument(help="Baseline name.")]
 
 def _table(baselines: list[BaselineOut]) -> Table:
     table = PlainTable("name", "version", "components", "secure boot", "clusters", "source",
-                  "created by")
+                       "created by")
     for item in baselines:
         document = item.baseline
         components = document.get("components")

@@ -303,7 +303,7 @@ def cluster_revoke(ctx: typer.Context, cluster: Annotated[str, typer.Argument(he
 
 def _key_table(keys: list[WorkloadKeyOut]) -> Table:
     table = PlainTable("workload", "key id", "state", "cluster", "provider", "version", "created",
-                  "last released")
+                       "last released")
     for key in keys:
         table.add_row(key.workload, key.id, key.state, key.cluster, key.provider,
                       f"v{key.primary_version}",
