@@ -444,7 +444,9 @@ def set_up_fleet(server: Server) -> str:
     """A trust-admin's setup; returns an infra-admin's token (for join tokens)."""
     raw_log, _b64_log, _values = golden()
     with server.admin() as admin:
-        admin.set_tpm_settings(TpmSettingsUpdate(allow_ek_allowlist=True))
+        # simulated hosts have no EK certificate: their EKs go on the allow-list
+        admin.set_tpm_settings(TpmSettingsUpdate(require_ek_certificate=False,
+                                                 allow_ek_allowlist=True))
         admin.create_cluster(ClusterCreate(name=CLUSTER))
         admin.import_baseline(BaselineImport(name="golden", event_log_base64=_b64(raw_log)))
         admin.add_cluster_baseline(CLUSTER, ClusterBaselineAdd(baseline="golden"))
