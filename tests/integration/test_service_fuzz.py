@@ -11,82 +11,46 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.inprocess import CLUSTER, InProcessService
 from tests.support.sim_host import SimHost, golden
-from trustauthority.api.server import open_platform
 from trustauthority.errors import TrustAuthorityError
 from trustauthority.service.attestation import AttestationResult, Evidence
 from trustauthority.service.authz import Caller
-from trustauthority.service.config import load_config
-from trustauthority.service.hosts import EnrollmentRequest
 from trustauthority.service.platform import Platform
-from trustauthority.service.setup import initialise
 
 REQUEST = "fuzz"
 
 
 @dataclass
 class World:
-    platform: Platform
-    admin: Caller
-    infra: Caller
-    host: SimHost
+    service: InProcessService
+    host: SimHost  # enrolled, trusted
     host_caller: Caller
 
-    def caller(self, token: str) -> Caller:
-        return self.platform.authenticate(token=token, certificate_fingerprint=None,
-                                          request_id=REQUEST, source="test")
-
-    def join_token(self) -> str:
-        return self.platform.hosts.create_join_token(
-            self.infra, REQUEST, cluster="prod", lifetime=timedelta(hours=1)).token
-
-    def request(self, host: SimHost, **changes: object) -> EnrollmentRequest:
-        fields: dict[str, object] = {
-            "ek_public": host.ek.tpm2b, "ek_certificate": None, "ek_intermediates": (),
-            "ak_public": host.ak.public.tpm2b, "hostname": host.name, "facts": {},
-            "join_token": self.join_token()}
-        fields.update(changes)
-        return EnrollmentRequest(**fields)  # type: ignore[arg-type]
-
-    def allow(self, host: SimHost) -> None:
-        pem = host.ek.public_key.public_bytes(serialization.Encoding.PEM,
-                                              serialization.PublicFormat.SubjectPublicKeyInfo)
-        self.platform.tpm_trust.add_ek(self.admin, REQUEST, pem)
+    @property
+    def platform(self) -> Platform:
+        return self.service.platform
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    data_dir = tmp_path_factory.mktemp("fuzz")
-    admin_token = initialise(data_dir).admin_token
-    platform = open_platform(data_dir, load_config(data_dir))
-    admin = platform.authenticate(token=admin_token, certificate_fingerprint=None,
-                                  request_id=REQUEST, source="test")
-    platform.principals.create(admin, REQUEST, name="infra", kind="person",
-                               roles=["infra-admin"])
-    infra_token = platform.principals.create_token(admin, REQUEST, "infra").token
+    service = InProcessService.create(tmp_path_factory.mktemp("fuzz"), REQUEST)
+    platform, admin = service.platform, service.admin
     platform.tpm_trust.set_settings(admin, REQUEST, require_ek_certificate=False,
                                     allow_ek_allowlist=True)
-    platform.clusters.create(admin, REQUEST, name="prod")
     raw_log, _b64, _values = golden()
     platform.baselines.import_event_log(admin, REQUEST, name="golden", raw_event_log=raw_log)
-    platform.baselines.add_to_cluster(admin, REQUEST, "prod", "golden", None)
-    partial = World(platform, admin, admin, SimHost.create("fuzzed"), admin)
-    partial.infra = partial.caller(infra_token)
-    host = partial.host
-    partial.allow(host)
-    challenge = platform.hosts.start_enrollment(REQUEST, "test", partial.request(host))
-    done = platform.hosts.activate(REQUEST, "test", challenge.enrollment_id, host.activate(
-        challenge.credential_blob, challenge.encrypted_secret))
-    partial.host_caller = partial.caller(done.credential)
-    yield partial
-    platform.db.dispose()
+    platform.baselines.add_to_cluster(admin, REQUEST, CLUSTER, "golden", None)
+    host = SimHost.create("fuzzed")
+    service.allow(host)
+    _state, credential = service.enroll(host)
+    yield World(service, host, service.caller(credential))
+    service.close()
 
 
 def _mutate(data: st.DataObject, raw: bytes) -> bytes:
@@ -115,21 +79,21 @@ def test_a_mutated_enrollment_gets_a_typed_refusal(world: World, data: st.DataOb
                                        "ek_intermediates", "activation"]))
     try:
         if field == "ek_public":
-            world.platform.hosts.start_enrollment(REQUEST, "test", world.request(
+            world.platform.hosts.start_enrollment(REQUEST, "test", world.service.enrollment_request(
                 host, ek_public=_mutate(data, host.ek.tpm2b)))
         elif field == "ak_public":
-            world.platform.hosts.start_enrollment(REQUEST, "test", world.request(
+            world.platform.hosts.start_enrollment(REQUEST, "test", world.service.enrollment_request(
                 host, ak_public=_mutate(data, host.ak.public.tpm2b)))
         elif field == "ek_certificate":
-            world.platform.hosts.start_enrollment(REQUEST, "test", world.request(
+            world.platform.hosts.start_enrollment(REQUEST, "test", world.service.enrollment_request(
                 host, ek_certificate=data.draw(st.binary(max_size=600))))
         elif field == "ek_intermediates":
-            world.platform.hosts.start_enrollment(REQUEST, "test", world.request(
+            world.platform.hosts.start_enrollment(REQUEST, "test", world.service.enrollment_request(
                 host, ek_certificate=data.draw(st.binary(min_size=1, max_size=300)),
                 ek_intermediates=(data.draw(st.binary(max_size=300)),)))
         else:
             challenge = world.platform.hosts.start_enrollment(REQUEST, "test",
-                                                              world.request(host))
+                                                              world.service.enrollment_request(host))
             world.platform.hosts.activate(REQUEST, "test", challenge.enrollment_id,
                                           data.draw(st.binary(max_size=64)))
     except TrustAuthorityError:
