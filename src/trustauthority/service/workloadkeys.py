@@ -402,23 +402,17 @@ class WorkloadKeyService:
         context: dict[str, str] = {"workload": workload[:256]}
         try:
             return self._release(caller, role, request_id, blob, workload, token, context)
-        except (KeyReleaseRefused, TokenRejected, WrappedKeyInvalid, PermissionDenied) as refused:
+        except (KeyReleaseRefused, TokenRejected, WrappedKeyInvalid, PermissionDenied,
+                KeyServerUnavailable) as failed:
+            # a refusal is "denied"; when every key server of the provider failed (the 503)
+            # nothing was released either, and the attempt is on record as a "failure"
+            outcome = "failure" if isinstance(failed, KeyServerUnavailable) else "denied"
             with self._db.session() as session:
                 self._audit.record(session, principal=caller.name, role=role,
                                    action="key.release", target=workload[:256] or "-",
-                                   outcome="denied", request_id=request_id,
-                                   details={**context, "error": refused.error_type,
-                                            "reason": str(refused)[:500]})
-            raise
-        except KeyServerUnavailable as unavailable:
-            # every key server of the provider failed: nothing was released, and the attempt
-            # is on record like any other (the 503 the host sees says the same)
-            with self._db.session() as session:
-                self._audit.record(session, principal=caller.name, role=role,
-                                   action="key.release", target=workload[:256] or "-",
-                                   outcome="failure", request_id=request_id,
-                                   details={**context, "error": unavailable.error_type,
-                                            "reason": str(unavailable)[:500]})
+                                   outcome=outcome, request_id=request_id,
+                                   details={**context, "error": failed.error_type,
+                                            "reason": str(failed)[:500]})
             raise
 
     def _release(self, caller: Caller, role: str, request_id: str, text: str, workload: str,
