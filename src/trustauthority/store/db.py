@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +106,9 @@ class Database:
         (exports, verification); on PostgreSQL every transaction is the same.
         """
         factory = self._readers if read_only else self._sessions
-        with ExitStack() as stack:
-            if not read_only and self._writer is not None:
-                stack.enter_context(self._writer)
-            with self._errors_mapped(), factory.begin() as session:
-                yield session
+        queue = self._writer if self._writer is not None and not read_only else nullcontext()
+        with queue, self._errors_mapped(), factory.begin() as session:
+            yield session
 
     @contextmanager
     def reading(self, *, consistent: bool = False) -> Iterator[Connection]:
