@@ -459,6 +459,9 @@ class WorkloadKeyService:
                                         f"{parsed.primary_version}, which is retired or unknown")
             servers = server_rows(session, parsed.provider_id)
         binding_key = parse_public(facts.binding_key_public).public_key
+        # refused before the key server is asked: nothing to encrypt the key to
+        if not isinstance(binding_key, rsa.RSAPublicKey):
+            raise KeyReleaseRefused("the host's binding key is not an RSA key")
         thumbprint = facts.binding_key_thumbprint
         primary_key_id = facts.version_key_id
         provider_name = facts.provider_name
@@ -467,8 +470,6 @@ class WorkloadKeyService:
                                                            parsed.aad))
         payload = json.dumps({"key": _b64url(kek), "key_id": parsed.key_id,
                               "workload": parsed.workload}).encode()
-        if not isinstance(binding_key, rsa.RSAPublicKey):
-            raise KeyReleaseRefused("the host's binding key is not an RSA key")
         jwe = encrypt_to_binding_key(binding_key, payload, thumbprint)
         with self._db.session() as session:
             session.execute(_MARK_RELEASED, {"key_id": parsed.key_id, "now": self._clock()})
