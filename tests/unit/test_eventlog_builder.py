@@ -14,6 +14,7 @@ from trustauthority.eventlog import (
     BANKS,
     EFI_GLOBAL_VARIABLE,
     EfiVariable,
+    Event,
     EventSpec,
     EventType,
     ImageLoad,
@@ -224,3 +225,38 @@ def test_hypothesis_round_trip(specs: list[EventSpec], banks: list[str],
     assert log.startup_locality == locality
     assert replay(log) == {bank: _manual_replay(specs, bank, locality)
                            for bank in BANKS if bank in banks}
+
+
+# names whose value any bytes decode to (PK or db with bad data would be `Undecoded`)
+VARIABLE_NAMES = st.sampled_from(["SecureBoot", "Secure", "SecureBoot2", "P", "PKK", "Boot"])
+
+
+@given(name=VARIABLE_NAMES, data=st.binary(max_size=40))
+def test_names_variable_agrees_with_the_full_decoder_on_built_variables(name: str,
+                                                                       data: bytes) -> None:
+    raw = efi_variable_data(EFI_GLOBAL_VARIABLE, name, data)
+    event = Event(1, 0, 7, EventType.EV_EFI_VARIABLE_DRIVER_CONFIG, {}, raw)
+    decoded = event.decoded
+    assert isinstance(decoded, EfiVariable)
+    for guid in (EFI_GLOBAL_VARIABLE, UUID(int=1)):
+        for asked in ("SecureBoot", "PK", "db"):
+            assert event.names_variable(guid, asked) == (
+                decoded.variable_guid == guid and decoded.name == asked)
+
+
+@given(raw=st.binary(max_size=60))
+def test_names_variable_never_claims_what_the_decoder_does_not_find(raw: bytes) -> None:
+    event = Event(1, 0, 7, EventType.EV_EFI_VARIABLE_DRIVER_CONFIG, {}, raw)
+    if event.names_variable(EFI_GLOBAL_VARIABLE, "SecureBoot"):
+        decoded = event.decoded
+        assert not isinstance(decoded, EfiVariable) or (
+            decoded.variable_guid == EFI_GLOBAL_VARIABLE and decoded.name == "SecureBoot")
+
+
+def test_names_variable_reads_a_truncated_header_as_no() -> None:
+    raw = efi_variable_data(EFI_GLOBAL_VARIABLE, "SecureBoot", b"\x01")
+    for cut in range(len(raw) - 1):
+        truncated = raw[:cut]
+        if cut < 32 + len("SecureBoot") * 2:
+            event = Event(1, 0, 7, EventType.EV_EFI_VARIABLE_DRIVER_CONFIG, {}, truncated)
+            assert not event.names_variable(EFI_GLOBAL_VARIABLE, "SecureBoot")

@@ -232,6 +232,19 @@ def _efi_variable(event_type: int, raw: bytes, uintn_size: int) -> EfiVariable:
     return EfiVariable(guid, name, data, _variable_value(event_type, guid, name, data))
 
 
+def names_variable(raw: bytes, guid: UUID, name: str) -> bool:
+    """Whether `raw` is UEFI_VARIABLE_DATA for variable `guid`/`name`, read from its header only.
+
+    For callers that look for one variable among many (the SecureBoot flag among PK, KEK, db
+    and dbx): decoding each value, signature lists and certificates included, costs far more.
+    """
+    encoded = name.encode("utf-16-le")
+    end = 32 + len(encoded)
+    return (len(raw) >= end and raw[:16] == guid.bytes_le
+            and int.from_bytes(raw[16:24], "little") == len(name)
+            and raw[32:end] == encoded)
+
+
 def _image_load(event_type: int, raw: bytes, uintn_size: int) -> ImageLoad:
     """UEFI_IMAGE_LOAD_EVENT (PFP §10.2.3); the three lengths are UINTN."""
     reader = Reader(raw)

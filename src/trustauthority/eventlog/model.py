@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
+from uuid import UUID
 
 from trustauthority.eventlog.constants import BANKS, event_type_name
 from trustauthority.eventlog.data import EventData, SpecIdEvent
-from trustauthority.eventlog.decode import decode_event_data
+from trustauthority.eventlog.decode import decode_event_data, names_variable
 
 #: (offset, pcr, event_type, digests in `EventLog.digest_names` order (b"": absent), data)
 EventRecord = tuple[int, int, int, tuple[bytes, ...], bytes]
@@ -58,6 +59,10 @@ class Event:
     def describe(self) -> str:
         """One line about the data, for people."""
         return self.decoded.describe()
+
+    def names_variable(self, guid: UUID, name: str) -> bool:
+        """Whether the data is UEFI_VARIABLE_DATA of `guid`/`name` (without decoding its value)."""
+        return names_variable(self.data, guid, name)
 
 
 @dataclass(frozen=True)

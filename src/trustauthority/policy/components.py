@@ -240,8 +240,10 @@ def label(event: Event) -> str:
 
 def printable(text: str, limit: int) -> str:
     """`text` with control and other unprintable characters escaped, cut to `limit`."""
-    escaped = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 0x100
-                      else f"\\u{ord(ch):04x}" for ch in text)
+    escaped = text
+    if not text.isprintable():
+        escaped = "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 0x100
+                          else f"\\u{ord(ch):04x}" for ch in text)
     return escaped if len(escaped) <= limit else escaped[:limit - 1] + "…"
 
 
@@ -270,9 +272,10 @@ def secure_boot_state(events: Iterable[Event], bank: str) -> SecureBootObservati
     for event in events:
         if event.pcr != 7 or event.event_type != _VARIABLE_DRIVER_CONFIG:
             continue
+        if not event.names_variable(EFI_GLOBAL_VARIABLE, "SecureBoot"):
+            continue  # PK, KEK, db, dbx: their (costly) decoding is not needed here
         decoded = event.decoded
-        if not (isinstance(decoded, EfiVariable) and decoded.variable_guid == EFI_GLOBAL_VARIABLE
-                and decoded.name == "SecureBoot"):
+        if not isinstance(decoded, EfiVariable):
             continue
         if first is None:
             first = event
