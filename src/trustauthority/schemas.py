@@ -362,6 +362,13 @@ class HostApprove(Request):
     cluster: str = ObjectName
 
 
+class FailureOut(Response):
+    type: str = Field(description="the stable error type of the first check that failed")
+    detail: str
+    closest_baseline: str | None = None
+    differences: list[DifferenceOut] = Field(default_factory=list)
+
+
 class AttestationOut(Response):
     at: datetime
     status: Literal["trusted", "untrusted"]
@@ -370,6 +377,8 @@ class AttestationOut(Response):
     rebooted: bool | None
     pcr_digest: str | None
     token_id: str | None
+    failure: FailureOut | None = Field(
+        default=None, description="when untrusted: the closest baseline and each difference")
 
 
 class ChallengeOut(Response):
@@ -401,13 +410,6 @@ class EvidenceIn(Request):
     event_log: str = Field(min_length=4, max_length=700_000, pattern=Base64,
                            description="the firmware event log, base64")
     binding_key: BindingKeyIn
-
-
-class FailureOut(Response):
-    type: str = Field(description="the stable error type of the first check that failed")
-    detail: str
-    closest_baseline: str | None = None
-    differences: list[DifferenceOut] = Field(default_factory=list)
 
 
 class AttestationResultOut(Response):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -376,6 +377,18 @@ def test_a_changed_kernel_in_log_and_pcrs_alike_fails_the_appraisal(fleet: Fleet
     assert kernel[0].expected != kernel[0].found
     assert kernel[0].event_index is not None
     assert state_dir.token() is None
+    # the same report is kept: the API's history and `host report` give it to operators later
+    with fleet.service.admin() as admin:
+        [recorded] = admin.host_attestations("rootkit")
+    assert recorded.status == "untrusted"
+    assert recorded.failure == result.failure
+    report = CliRunner().invoke(app, ["--server", fleet.service.url, "--ca",
+                                      str(fleet.service.ca_file), "--token", fleet.infra_token,
+                                      "host", "report", "rootkit"])
+    assert report.exit_code == 0, report.output
+    assert "closest baseline: golden v1" in report.output
+    assert str(kernel[0].event_index) in report.output
+    assert (kernel[0].found_label or kernel[0].found or "")[:20] in report.output
 
 
 def test_secure_boot_off_fails_the_appraisal(fleet: Fleet) -> None:
@@ -469,6 +482,15 @@ def test_the_cli_enrolls_attests_and_shows_the_fleet(fleet: Fleet) -> None:
                                   "--eventlog", str(bad_log)])
     assert refused.exit_code == 1, refused.output
     assert "untrusted" in refused.output
+    reported = runner.invoke(app, ["--server", fleet.service.url, "--ca",
+                                   str(fleet.service.ca_file), "--token", fleet.infra_token,
+                                   "host", "report", "cli-host", "--json"])
+    assert reported.exit_code == 0, reported.output
+    document = json.loads(reported.output)
+    assert document["status"] == "untrusted"
+    # the log does not replay to the quoted PCRs: refused before any baseline is compared
+    assert document["failure"]["type"] == "event_log_mismatch", document
+    assert document["failure"]["detail"] == document["reason"]
 
 
 def test_a_baseline_is_imported_from_a_known_good_hosts_last_evidence(fleet: Fleet) -> None:

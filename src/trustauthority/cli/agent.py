@@ -18,8 +18,8 @@ from trustauthority.agent import host as agent_host
 from trustauthority.agent import simboot
 from trustauthority.cli.output import (
     EXIT_REJECTED,
-    PlainTable,
     console,
+    differences_table,
     fail,
     fail_with,
     print_json,
@@ -60,13 +60,7 @@ def _human_result(result: Any) -> None:
     failure = result.failure
     console.print(f"[red]untrusted[/]: {failure.detail if failure else '-'}", soft_wrap=True)
     if failure is not None and failure.differences:
-        table = PlainTable("component", "PCR", "expected", "found", "event")
-        for difference in failure.differences[:20]:
-            table.add_row(difference.component, str(difference.pcr),
-                          difference.expected_label or difference.expected or "-",
-                          difference.found_label or difference.found or "-",
-                          "-" if difference.event_index is None else str(difference.event_index))
-        console.print(table)
+        console.print(differences_table(failure))
 
 
 def _der(path: Path, as_json: bool) -> bytes:

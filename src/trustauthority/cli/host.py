@@ -7,9 +7,18 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from trustauthority.cli.connect import build, call
-from trustauthority.cli.output import PlainTable, emit, styled, when
+from trustauthority.cli.output import (
+    PlainTable,
+    console,
+    differences_table,
+    emit,
+    print_json,
+    styled,
+    when,
+)
 from trustauthority.schemas import (
     AttestationOut,
     HostApprove,
@@ -94,6 +103,38 @@ def host_history(ctx: typer.Context, name: HostName,
     """A host's attestations, newest first.  Example: `ta host history web-01`"""
     rows = call(ctx, as_json, lambda client: client.host_attestations(name, limit))
     emit(rows, as_json, _history_table(rows))
+
+
+@app.command("report")
+def host_report(ctx: typer.Context, name: HostName,
+                limit: Annotated[int, typer.Option(
+                    min=1, max=1000, help="How many recent attestations to search.")] = 50,
+                as_json: Json = False) -> None:
+    """Why a host was last found untrusted: the closest baseline and each difference, with
+    the event in the log (the report the host was given).  Example: `ta host report web-01`"""
+    rows = call(ctx, as_json, lambda client: client.host_attestations(name, limit))
+    failed = next((row for row in rows if row.status == "untrusted"), None)
+    if failed is None:  # nothing to report is not an error
+        if as_json:
+            print_json(None)
+        else:
+            console.print(Text(f"host {name} has no untrusted attestation among its last {limit}"))
+        return
+    if as_json:
+        print_json(failed.model_dump(mode="json"))
+        return
+    latest = "" if rows[0] is failed else f" (its latest attestation, {when(rows[0].at)}, was " \
+        f"{rows[0].status})"
+    console.print(f"untrusted at {when(failed.at)}{latest}", soft_wrap=True)
+    failure = failed.failure
+    if failure is None:
+        console.print(Text(f"reason: {failed.reason or '-'} (no detailed report was kept)"))
+        return
+    console.print(Text(f"{failure.type}: {failure.detail}"), soft_wrap=True)
+    if failure.closest_baseline is not None:
+        console.print(Text(f"closest baseline: {failure.closest_baseline}"))
+    if failure.differences:
+        console.print(differences_table(failure, limit=len(failure.differences)))
 
 
 @app.command("approve")

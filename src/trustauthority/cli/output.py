@@ -26,6 +26,7 @@ from trustauthority.errors import (
     TrustAuthorityError,
     WrappedKeyInvalid,
 )
+from trustauthority.schemas import FailureOut
 
 #: exit codes every command uses
 EXIT_OK = 0
@@ -55,6 +56,18 @@ class PlainTable(Table):
 def styled(text: str, style: str | None) -> Text:
     """A table cell shown in `style` (none: plain), its text taken literally."""
     return Text(text, style=style or "")
+
+
+def differences_table(failure: FailureOut, limit: int = 20) -> Table:
+    """An attestation failure's differences: what the closest baseline expects, what was found,
+    and the event in the log (the first `limit`; the JSON output has them all)."""
+    table = PlainTable("component", "PCR", "expected", "found", "event")
+    for difference in failure.differences[:limit]:
+        table.add_row(difference.component, "-" if difference.pcr is None else str(difference.pcr),
+                      difference.expected_label or difference.expected or "-",
+                      difference.found_label or difference.found or "-",
+                      "-" if difference.event_index is None else str(difference.event_index))
+    return table
 
 
 def print_json(document: Any) -> None:

@@ -22,9 +22,10 @@ import hmac
 import json
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import delete, select, update
@@ -119,6 +120,20 @@ class AttestationView:
     rebooted: bool | None
     pcr_digest: str | None
     token_id: str | None
+    #: the structured failure as recorded (`Failure.to_json`) when untrusted
+    failure: Mapping[str, Any] | None = None
+
+
+def _report(stored: str | None) -> Mapping[str, Any] | None:
+    """A recorded failure report; None when there is none or it cannot be read (a row written
+    by hand or damaged), so the history still lists the attestation with its reason line."""
+    if stored is None:
+        return None
+    try:
+        report = json.loads(stored)
+    except ValueError:
+        return None
+    return report if isinstance(report, dict) else None
 
 
 @dataclass(frozen=True)
@@ -467,7 +482,8 @@ class HostService:
                                    .where(AttestationRecord.host_id == host.id)
                                    .order_by(AttestationRecord.id.desc()).limit(limit))
             return [AttestationView(row.at, row.status, row.baseline, row.reason, row.rebooted,
-                                    row.pcr_digest, row.token_id) for row in rows]
+                                    row.pcr_digest, row.token_id, _report(row.report))
+                    for row in rows]
 
     def delete(self, caller: Caller, request_id: str, name: str) -> HostView:
         """Forget a host: its credential stops working; enrolling again starts afresh."""

@@ -5,10 +5,12 @@ attestation (the host itself)."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import ValidationError
 
 from trustauthority.api.routes.convert import b64decode, json_response
 from trustauthority.api.security import Requires, platform_of
@@ -139,8 +141,19 @@ def host_history(request: Request, caller: Reader, name: Name,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[AttestationOut]:
     return [AttestationOut(at=view.at, status=view.status,  # type: ignore[arg-type]
                            baseline=view.baseline, reason=view.reason, rebooted=view.rebooted,
-                           pcr_digest=view.pcr_digest, token_id=view.token_id)
+                           pcr_digest=view.pcr_digest, token_id=view.token_id,
+                           failure=_stored_failure(view.failure))
             for view in platform_of(request).hosts.history(caller, name, limit)]
+
+
+def _stored_failure(report: Mapping[str, Any] | None) -> FailureOut | None:
+    """The recorded report in the evidence answer's shape; None if it no longer fits it."""
+    if report is None:
+        return None
+    try:
+        return FailureOut.model_validate(report)
+    except ValidationError:
+        return None
 
 
 @router.post("/hosts/{name}/approval", response_model=HostOut)
