@@ -20,6 +20,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from cryptography.x509.oid import NameOID
 from tpm2_pytss import ESYS_TR
 from typer.testing import CliRunner
@@ -187,6 +188,10 @@ def test_a_good_host_enrolls_attests_and_holds_a_token_bound_to_its_tpm(any_flee
     assert claims.exp - claims.iat == timedelta(seconds=120)  # the cluster's token lifetime
     assert host.state == "trusted"
     assert host.binding_key_thumbprint == claims.cnf_jkt
+    # what the agent shows relying parties is the key its tokens are bound to
+    shown = agent.status(state_dir)
+    assert shown["binding_key_jkt"] == claims.cnf_jkt
+    assert load_pem_public_key(shown["binding_key_pem"].encode()) == binding_key
     assert host.facts["kernel"]  # the agent reports what an operator looks for
     assert [row.status for row in history] == ["trusted"]
 

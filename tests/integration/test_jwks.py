@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner
 
 from tests.support.service import RunningService
@@ -22,10 +24,11 @@ from trustauthority.token import (
 )
 
 
-def _token(service: RunningService, issuer: str) -> str:
+def _token(service: RunningService, issuer: str,
+           binding: SigningKey | None = None) -> str:
     with service.platform.db.session() as session:
         kid, private = service.platform.keys.signer(session, KeyPurpose.ATTESTATION)
-    binding = SigningKey.generate()
+    binding = binding or SigningKey.generate()
     claims = AttestationClaims.create(
         issuer=issuer, host_id="host-1", cluster="prod", status=TrustStatus.TRUSTED,
         baseline=BaselineRef("golden", 1), pcr_digest="ab" * 32, secure_boot=True,
@@ -63,3 +66,33 @@ def test_token_verify_accepts_a_good_token_and_rejects_a_bad_one(
                                   str(sqlite_service.ca_file), token])
     assert foreign.exit_code == 1
     assert "issuer" in foreign.output
+
+
+def _pem(key: SigningKey) -> bytes:
+    return key.public_key.public_bytes(serialization.Encoding.PEM,
+                                       serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_token_verify_checks_the_binding_a_relying_party_names(
+        sqlite_service: RunningService, tmp_path: Path) -> None:
+    issuer = sqlite_service.url
+    holder, other = SigningKey.generate(), SigningKey.generate()
+    token = _token(sqlite_service, issuer, binding=holder)
+    (tmp_path / "holder.pem").write_bytes(_pem(holder))
+    (tmp_path / "other.pem").write_bytes(_pem(other))
+    (tmp_path / "junk.pem").write_bytes(b"not a key")
+    base = ["token", "verify", token, "--jwks", f"{issuer}/.well-known/jwks.json", "--issuer",
+            issuer, "--ca", str(sqlite_service.ca_file)]
+    runner = CliRunner()
+    bound = runner.invoke(app, [*base, "--binding-key", str(tmp_path / "holder.pem"), "--json"])
+    assert bound.exit_code == 0, bound.output
+    assert json.loads(bound.output)["binding_key_checked"] is True
+    unbound = runner.invoke(app, [*base, "--json"])
+    assert json.loads(unbound.output)["binding_key_checked"] is False
+    # the same token presented by a host holding another key
+    copied = runner.invoke(app, [*base, "--binding-key", str(tmp_path / "other.pem")])
+    assert copied.exit_code == 1, copied.output
+    assert "cnf.jkt" in copied.output
+    junk = runner.invoke(app, [*base, "--binding-key", str(tmp_path / "junk.pem")])
+    assert junk.exit_code == 2, junk.output
+    assert "--binding-key is neither" in junk.output

@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryptography.hazmat.primitives import serialization
+
 from trustauthority.client.http import Credentials, TrustAuthorityClient
 from trustauthority.errors import (
     AuthenticationFailed,
@@ -43,6 +45,8 @@ from trustauthority.schemas import (
     EnrollmentStart,
     EvidenceIn,
 )
+from trustauthority.token import jwk_thumbprint
+from trustauthority.tpm import parse_public
 
 if TYPE_CHECKING:  # tpm2-pytss loads in ~0.3 s: only the commands that use the TPM pay for it
     from trustauthority.agent.tpm import AgentTpm, AkHandleInfo, AkKind, BindingKeyInfo, EkKind
@@ -366,10 +370,16 @@ def _in_future(moment: str) -> bool:
 
 
 def status(state_dir: StateDir) -> dict[str, Any]:
-    """What the agent knows: who it is, and its last verdict (no secrets)."""
+    """What the agent knows: who it is, its binding key (public: what its tokens are bound to,
+    for relying parties' `token verify --binding-key`), and its last verdict (no secrets)."""
     state = state_dir.load()
     last = state_dir.status()
+    binding = parse_public(_unb64(state.binding_public, "binding key")).public_key
     return {"host": state.host_name, "host_id": state.host_id, "cluster": state.cluster,
             "server": state.server, "tcti": state.tcti, "event_log": state.event_log,
+            "binding_key_jkt": jwk_thumbprint(binding),
+            "binding_key_pem": binding.public_bytes(
+                serialization.Encoding.PEM,
+                serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii"),
             "has_token": state_dir.token() is not None,
             "last": asdict(last) if last is not None else None}

@@ -184,6 +184,7 @@ def status(state_dir: StateDirOption = agent_host.DEFAULT_STATE_DIR,
                   f"{current['cluster'] or '-'}, server {current['server']}\n"
                   f"last attestation: {last.get('status', 'none')} at {last.get('at', '-')}: "
                   f"{last.get('detail', '-')}\n"
+                  f"binding key (cnf.jkt of its tokens): {current['binding_key_jkt']}\n"
                   f"token held: {'yes' if current['has_token'] else 'no'}"
                   f"{' until ' + last['token_expires_at'] if last.get('token_expires_at') else ''}",
                   soft_wrap=True)

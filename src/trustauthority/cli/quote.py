@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
+from trustauthority.cli.keyfiles import load_public_area
 from trustauthority.cli.output import (
-    EXIT_USAGE,
     PlainTable,
     console,
     fail,
@@ -20,7 +19,7 @@ from trustauthority.cli.output import (
 )
 from trustauthority.errors import TrustAuthorityError
 from trustauthority.eventlog import parse_event_log, replay
-from trustauthority.tpm import QuoteInfo, TpmPublic, parse_attest, parse_public, public_from_key
+from trustauthority.tpm import QuoteInfo, parse_attest
 from trustauthority.tpm.constants import DIGEST_SIZES, HASH_IDS
 from trustauthority.verify.evidence import verify_evidence
 from trustauthority.verify.quote import QuoteOptions, verify_quote
@@ -56,8 +55,9 @@ def verify(
         expected_nonce = bytes.fromhex(nonce)
     except ValueError:
         fail("--nonce must be hex", as_json=as_json)
-    ak_public = _load_ak(read_input_file(str(ak), what="AK public key", as_json=as_json),
-                         as_json=as_json)
+    ak_public = load_public_area(
+        read_input_file(str(ak), what="AK public key", as_json=as_json), option="--ak",
+        hint="give the AK's public key, e.g. from `tpm2_createak -u`", as_json=as_json)
     raw_attest = _strip_tpm2b_attest(read_input_file(str(attest), what="attestation",
                                                      as_json=as_json))
     raw_signature = read_input_file(str(signature), what="signature", as_json=as_json)
@@ -110,21 +110,6 @@ def verify(
 
 def _fmt(pcrs: frozenset[int]) -> str:
     return ", ".join(str(p) for p in sorted(pcrs)) or "none"
-
-
-def _load_ak(data: bytes, *, as_json: bool) -> TpmPublic:
-    try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            return public_from_key(load_pem_public_key(data))
-        try:
-            return parse_public(data)
-        except TrustAuthorityError:
-            return public_from_key(load_der_public_key(data))
-    except (ValueError, TypeError, TrustAuthorityError):
-        # not cryptography's ASN.1 diagnostics: which of the formats tried was meant is unknown
-        fail("--ak is neither a PEM/DER public key nor a TPM public area (TPM2B_PUBLIC or "
-             "TPMT_PUBLIC); give the AK's public key, e.g. from `tpm2_createak -u`",
-             EXIT_USAGE, as_json=as_json)
 
 
 def _strip_tpm2b_attest(data: bytes) -> bytes:

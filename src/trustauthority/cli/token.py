@@ -10,8 +10,10 @@ from typing import Annotated
 
 import httpx
 import typer
+from rich.markup import escape
 
 from trustauthority.cli.connect import call
+from trustauthority.cli.keyfiles import load_public_area
 from trustauthority.cli.output import (
     console,
     emit,
@@ -58,9 +60,16 @@ def verify_token(
         help="JWKS: https://SERVER/.well-known/jwks.json or a file.")],
     issuer: Annotated[str, typer.Option(help="The issuer you trust (the service's URL).")],
     ca: Annotated[Path | None, typer.Option(help="CA for an https JWKS URL.")] = None,
+    binding_key: Annotated[Path | None, typer.Option(
+        help="The presenting host's binding key (PEM/DER, TPM2B_PUBLIC or TPMT_PUBLIC): the "
+             "token must be bound to it (cnf.jkt).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Verify an attestation token's signature, issuer and lifetime; print its claims.
+
+    With --binding-key, also that the token is bound to that key (its `cnf.jkt` is the key's
+    RFC 7638 thumbprint): a token copied to another host fails there. Checking that the
+    presenter holds the key's private half is up to the relying party's own protocol.
 
     Exits 0 when the token verifies, 1 when it is rejected (naming the check).
     Example: `ta token verify "$TOKEN" --jwks https://ta:8443/.well-known/jwks.json
@@ -71,17 +80,24 @@ def verify_token(
     if not raw:
         fail("no token given: pass it as the argument, or - to read it from standard input",
              as_json=as_json)
+    bound_to = None if binding_key is None else load_public_area(
+        read_input_file(str(binding_key), what="binding key", max_bytes=64 * 1024,
+                        as_json=as_json),
+        option="--binding-key", hint="give the host's binding key, e.g. from `ta agent status "
+        "--json` (binding_key_pem) or `tpm2_readpublic -o`", as_json=as_json).public_key
     try:
-        claims = verify(raw, _jwks(jwks, ca, as_json), issuer=issuer, now=datetime.now(UTC))
+        claims = verify(raw, _jwks(jwks, ca, as_json), issuer=issuer, now=datetime.now(UTC),
+                        binding_key=bound_to)
     except TrustAuthorityError as error:
         fail_with(error, as_json=as_json)
     payload = claims.to_payload()
     if as_json:
-        print_json({"ok": True, "claims": payload})
+        print_json({"ok": True, "claims": payload, "binding_key_checked": bound_to is not None})
         return
     status = "[bold green]trusted[/]" if claims.trusted else "[bold red]untrusted[/]"
-    console.print(f"token verified: host {claims.sub} in {claims.cluster} is {status}; "
-                  f"expires {claims.exp.isoformat()}")
+    bound = "; bound to the given binding key" if bound_to is not None else ""
+    console.print(f"token verified: host {escape(claims.sub)} in {escape(claims.cluster)} is "
+                  f"{status}; expires {claims.exp.isoformat()}{bound}")
 
 
 @app.command("rotate-key")
