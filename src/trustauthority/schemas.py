@@ -570,3 +570,8 @@ class KeyReleaseOut(Response):
     workload: str
     provider: str
     primary_version: int
+    current_blob: str | None = Field(
+        default=None, description="the key's blob as stored now, when the one presented was "
+        "wrapped under an older primary key version (a shallow rekey since): the same key. "
+        "Store it in place of the old one before that version is retired "
+        "(`ta agent workload rekey FILE NEW` does so for a file)")

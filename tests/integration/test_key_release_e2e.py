@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from typer.testing import CliRunner
 
 from tests.conftest import SwtpmFactory
 from tests.integration.test_attestation_e2e import Fleet, _set_up
@@ -27,10 +28,11 @@ from tests.support.service import RunningService
 from tests.support.softhsm import E2E_LABEL, SoftHsm
 from trustauthority.agent import host as agent
 from trustauthority.agent import simboot
-from trustauthority.agent.keys import fetch_key
+from trustauthority.agent.keys import ReleasedKey, fetch_key, release_key
 from trustauthority.agent.swtpm import SoftwareTpm, SoftwareTpmCa
 from trustauthority.agent.tpm import AgentTpm
 from trustauthority.agent.workload import decrypt_file, encrypt_file, rekey_file
+from trustauthority.cli.main import app
 from trustauthority.errors import (
     KeyReleaseRefused,
     KeyServerUnavailable,
@@ -223,22 +225,59 @@ def test_keys_are_made_only_on_a_granted_provider_by_an_infra_admin(keyed: Keyed
     assert "key" not in json.loads(shown.model_dump_json())
 
 
-def test_rekey_keeps_old_blobs_open_until_rewrapped_and_retired(keyed: KeyedFleet) -> None:
+def test_rekey_keeps_old_blobs_open_until_rewrapped_and_retired(keyed: KeyedFleet,
+                                                                 tmp_path: Path) -> None:
     old_blob = keyed.create_key("vm-3")
     _tpm, state_dir = keyed.trusted_host("web-3")
     kek = fetch_key(state_dir, old_blob, "vm-3")
+    secret, image = tmp_path / "secret.ta", tmp_path / "disk.ta"
+    (tmp_path / "plain").write_bytes(b"the data " * 1000)
+    encrypt_file(tmp_path / "plain", secret, workload="vm-3", blob=old_blob, kek=kek,
+                 cipher="aes-256-gcm")
+    encrypt_file(tmp_path / "plain", image, workload="vm-3", blob=old_blob, kek=kek)
     with keyed.service.admin() as admin:
         assert admin.rekey_provider(keyed.provider).version == 2
-    assert fetch_key(state_dir, old_blob, "vm-3") == kek  # an old blob still opens
+    assert release_key(state_dir, old_blob, "vm-3") == ReleasedKey(kek)  # an old blob opens
     with keyed.service.client(keyed.fleet.infra_token) as infra:
         (rewrapped,) = infra.rewrap_keys(KeyRewrap(provider=keyed.provider))
     assert rewrapped.primary_version == 2
     assert rewrapped.blob != old_blob
-    assert fetch_key(state_dir, rewrapped.blob, "vm-3") == kek  # same key, new wrapping
+    assert release_key(state_dir, rewrapped.blob, "vm-3") == ReleasedKey(kek)  # same key
+    # the old blob still opens, and the answer names the blob the service holds now
+    assert release_key(state_dir, old_blob, "vm-3") == ReleasedKey(kek, rewrapped.blob)
+    released = [cast(dict[str, str], entry["details"]) for entry in _audit(keyed.fleet,
+                                                                            "success")]
+    assert released[-1]["stored_version"] == "2"
+
+    # opening a file with the old blob says so; `workload rekey` without --blob rewrites it
+    runner = CliRunner()
+    state = ["--state-dir", str(state_dir.path)]
+    opened = runner.invoke(app, ["agent", "workload", "decrypt", str(secret),
+                                 str(tmp_path / "opened"), *state, "--json"])
+    assert opened.exit_code == 0, opened.output
+    assert "before version 1 is retired" in opened.output
+    assert '"blob_outdated": true' in opened.output
+    for path in (secret, image):
+        moved = runner.invoke(app, ["agent", "workload", "rekey", str(path),
+                                    f"{path}.v2", *state])
+        assert moved.exit_code == 0, moved.output
+    again = runner.invoke(app, ["agent", "workload", "rekey", f"{secret}.v2",
+                                str(tmp_path / "v3"), *state])
+    assert again.exit_code == 2, again.output
+    assert "already holds its key's current blob" in again.output
+
     with keyed.service.admin() as admin:
         admin.retire_primary_version(keyed.provider, 1)
     with pytest.raises(WrappedKeyInvalid):
         fetch_key(state_dir, old_blob, "vm-3")
+    for path in (secret, image):
+        with pytest.raises(WrappedKeyInvalid, match="retired"):
+            decrypt_file(path, tmp_path / "lost", lambda header: fetch_key(
+                state_dir, header.blob, header.workload))
+        header = decrypt_file(Path(f"{path}.v2"), tmp_path / "kept", lambda header: fetch_key(
+            state_dir, header.blob, header.workload))
+        assert header.blob == rewrapped.blob
+        assert (tmp_path / "kept").read_bytes() == (tmp_path / "plain").read_bytes()
 
 
 def test_deep_rekey_moves_the_data_to_a_new_key_and_the_old_one_is_shredded(

@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import logging
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from trustauthority.agent.host import StateDir, attest, open_client
@@ -59,9 +60,25 @@ def current_token(state_dir: StateDir, *, attest_if_needed: bool,
     return token
 
 
+@dataclass(frozen=True)
+class ReleasedKey:
+    #: the workload's key (32 bytes), opened in this TPM
+    key: bytes = field(repr=False)
+    #: the key's blob as the service stores it now, when `blob` was wrapped under an older
+    #: primary key version (the service re-wrapped it since); None when `blob` is current
+    current_blob: str | None = None
+
+
 def fetch_key(state_dir: StateDir, blob: str, workload: str, *, attest_if_needed: bool = True,
               event_log: str | None = None) -> bytes:
     """The workload's key (32 bytes), released by the service and opened in this TPM."""
+    return release_key(state_dir, blob, workload, attest_if_needed=attest_if_needed,
+                       event_log=event_log).key
+
+
+def release_key(state_dir: StateDir, blob: str, workload: str, *, attest_if_needed: bool = True,
+                event_log: str | None = None) -> ReleasedKey:
+    """`fetch_key`, with what the service says of the blob presented."""
     parsed = parse_blob(blob)
     state = state_dir.load()
     token = current_token(state_dir, attest_if_needed=attest_if_needed, event_log=event_log)
@@ -88,4 +105,13 @@ def fetch_key(state_dir: StateDir, blob: str, workload: str, *, attest_if_needed
         raise WrappedKeyInvalid("the service released another key than the one asked for")
     log.info("key of workload %s released (provider %s, primary key v%d)", workload,
              release.provider, release.primary_version)
-    return key
+    current = release.current_blob
+    if current is not None:
+        try:
+            fresher = parse_blob(current)
+        except WrappedKeyInvalid:
+            current = None  # not offered in a form we could use: keep the blob we have
+        else:
+            if fresher.key_id != parsed.key_id or fresher.workload != parsed.workload:
+                current = None  # another key is never a replacement for this one
+    return ReleasedKey(key, current)

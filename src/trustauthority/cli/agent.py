@@ -20,13 +20,14 @@ from trustauthority.cli.output import (
     EXIT_REJECTED,
     console,
     differences_table,
+    err_console,
     fail,
     fail_with,
     print_json,
     read_input_file,
     require_directory,
 )
-from trustauthority.errors import TrustAuthorityError
+from trustauthority.errors import TrustAuthorityError, UsageError
 from trustauthority.files import write_private
 from trustauthority.verify.ekcert import load_certificate
 
@@ -300,17 +301,33 @@ def _discard(target: Path, before: tuple[int, int, int] | None) -> None:
         target.unlink(missing_ok=True)
 
 
+def _outdated_notice(source: Path, header_blob: str, current_blob: str) -> None:
+    from trustauthority.keyrelease.blob import parse_blob
+
+    old, new = parse_blob(header_blob), parse_blob(current_blob)
+    err_console.print(
+        f"note: {source} holds its key's blob under primary key version {old.primary_version}; "
+        f"the service now wraps the key under version {new.primary_version}. Rewrite the file "
+        f"before version {old.primary_version} is retired, or it will no longer open: "
+        f"ta agent workload rekey {source} NEW", markup=False, soft_wrap=True)
+
+
 def _open_workload(source: Path, target: Path, state_dir: Path, *, attest_first: bool,
                    as_json: bool) -> None:
-    from trustauthority.agent.keys import fetch_key
+    from trustauthority.agent.keys import release_key
     from trustauthority.agent.workload import WorkloadHeader, decrypt_file
 
     _check_workload(source, as_json)
     states = _states(state_dir, as_json)
     _quiet_tpm_library()
+    current_blob: str | None = None
 
     def kek_for(header: WorkloadHeader) -> bytes:
-        return fetch_key(states, header.blob, header.workload, attest_if_needed=attest_first)
+        nonlocal current_blob
+        released = release_key(states, header.blob, header.workload,
+                               attest_if_needed=attest_first)
+        current_blob = released.current_blob
+        return released.key
 
     before = _identity(target)
     try:
@@ -321,9 +338,11 @@ def _open_workload(source: Path, target: Path, state_dir: Path, *, attest_first:
     except OSError as error:
         _discard(target, before)
         fail(f"cannot open {source}: {error.strerror or error}", as_json=as_json)
+    if current_blob is not None:
+        _outdated_notice(source, header.blob, current_blob)
     if as_json:
         print_json({"workload": header.workload, "cipher": header.cipher, "size": header.size,
-                    "target": str(target)})
+                    "target": str(target), "blob_outdated": current_blob is not None})
     else:
         console.print(f"workload {header.workload} opened into {target} ({header.size} bytes)",
                       markup=False)
@@ -361,20 +380,24 @@ def workload_decrypt(
 def workload_rekey(
     source: Annotated[Path, typer.Argument(help="The encrypted workload.")],
     target: Annotated[Path, typer.Argument(help="Where to write it under the new key.")],
-    blob: Annotated[str, typer.Option(help="The new key's blob (from `key rotate`), or a file.")],
+    blob: Annotated[str | None, typer.Option(
+        help="The new key's blob (from `key rotate`), or a file. Without it: the same key, "
+             "under the blob the service holds now (after a shallow rekey).")] = None,
     state_dir: StateDirOption = agent_host.DEFAULT_STATE_DIR,
     as_json: JsonOption = False,
 ) -> None:
-    """Deep rekey: re-encrypt a workload under its rotated key (both keys by attested release).
+    """Re-encrypt a workload into TARGET under a fresh data key: with --blob, under its rotated
+    key (deep rekey; both keys by attested release); without, under its current key's current
+    blob, so the file outlives the retirement of an older primary key version.
 
     Example: `ta agent workload rekey disk.img.ta disk.img.ta.new --blob vm-42.v2.blob`
     """
-    from trustauthority.agent.keys import fetch_key
-    from trustauthority.agent.workload import WorkloadHeader, rekey_file
+    from trustauthority.agent.keys import fetch_key, release_key
+    from trustauthority.agent.workload import WorkloadHeader, read_header, rekey_file
     from trustauthority.keyrelease.blob import parse_blob
 
     _check_workload(source, as_json)
-    text = _blob_text(blob, as_json)
+    text = None if blob is None else _blob_text(blob, as_json)
     states = _states(state_dir, as_json)
 
     def kek_for(header: WorkloadHeader) -> bytes:
@@ -382,9 +405,20 @@ def workload_rekey(
 
     before = _identity(target)
     try:
-        new = parse_blob(text)
-        header = rekey_file(source, target, kek_for=kek_for, blob=text,
-                            new_kek=fetch_key(states, text, new.workload))
+        if text is None:  # the same key: one release gives it and its current blob
+            with source.open("rb") as stream:
+                present = read_header(stream)
+            released = release_key(states, present.blob, present.workload)
+            if released.current_blob is None:
+                raise UsageError(f"{source} already holds its key's current blob: nothing to "
+                                 "rewrite (give --blob for a rotated key)")
+            text, new_kek = released.current_blob, released.key
+            header = rekey_file(source, target, kek_for=lambda _header: released.key,
+                                blob=text, new_kek=new_kek)
+        else:
+            new = parse_blob(text)
+            header = rekey_file(source, target, kek_for=kek_for, blob=text,
+                                new_kek=fetch_key(states, text, new.workload))
     except TrustAuthorityError as error:
         _discard(target, before)
         fail_with(error, as_json=as_json)

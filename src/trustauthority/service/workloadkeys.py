@@ -90,7 +90,8 @@ _RELEASE_FACTS = (
            _HOSTS.binding_key_thumbprint, _CLUSTERS.name.label("cluster_name"),
            _CLUSTERS.attestation_interval_seconds, _KEYS.workload.label("key_workload"),
            _KEYS.provider_id.label("key_provider_id"), _KEYS.cluster_id.label("key_cluster_id"),
-           _PROVIDERS.name.label("provider_name"), _GRANTS.cluster_id.label("granted"),
+           _KEYS.primary_version.label("key_version"), _PROVIDERS.name.label("provider_name"),
+           _GRANTS.cluster_id.label("granted"),
            _VERSIONS.key_id.label("version_key_id"), _VERSIONS.state.label("version_state"))
     .select_from(
         table_of(Host)
@@ -104,6 +105,7 @@ _RELEASE_FACTS = (
                    (_VERSIONS.provider_id == _KEYS.provider_id)
                    & (_VERSIONS.version == bindparam("version"))))
     .where(_HOSTS.principal_id == bindparam("principal_id")))
+_STORED_BLOB = select(_KEYS.blob).where(_KEYS.id == bindparam("key_id"))
 _MARK_RELEASED = (update(table_of(WorkloadKey)).where(_KEYS.id == bindparam("key_id"))
                   .values(last_released_at=bindparam("now")))
 
@@ -124,6 +126,7 @@ class _ReleaseFacts(Protocol):
     key_workload: str | None
     key_provider_id: str | None
     key_cluster_id: str | None
+    key_version: int | None
     provider_name: str | None
     granted: str | None
     version_key_id: str | None
@@ -154,6 +157,9 @@ class Release:
     workload: str
     provider: str
     primary_version: int
+    #: the key's blob as stored now, when the one presented is older (a shallow rekey since):
+    #: the same key, wrapped under a newer primary key version; None when they are the same
+    current_blob: str | None = None
 
 
 def check_workload(workload: str) -> str:
@@ -458,6 +464,11 @@ class WorkloadKeyService:
                 raise WrappedKeyInvalid(f"the blob was wrapped under primary key version "
                                         f"{parsed.primary_version}, which is retired or unknown")
             servers = server_rows(session, parsed.provider_id)
+            current_blob = None
+            if facts.key_version != parsed.primary_version:  # rewrapped since this blob
+                current_blob = session.execute(_STORED_BLOB,
+                                               {"key_id": parsed.key_id}).scalar_one()
+                context["stored_version"] = str(facts.key_version)
         binding_key = parse_public(facts.binding_key_public).public_key
         # refused before the key server is asked: nothing to encrypt the key to
         if not isinstance(binding_key, rsa.RSAPublicKey):
@@ -478,4 +489,4 @@ class WorkloadKeyService:
                                details={**context, "version": str(parsed.primary_version),
                                         "key_server": server})
         return Release(jwe, parsed.key_id, parsed.workload, provider_name,
-                       parsed.primary_version)
+                       parsed.primary_version, current_blob)

@@ -234,7 +234,8 @@ def release_key(request: Request, caller: Releaser, body: KeyReleaseIn) -> Respo
         token=body.token)
     return json_response(KeyReleaseOut(
         jwe=release.jwe, key_id=release.key_id, workload=release.workload,
-        provider=release.provider, primary_version=release.primary_version))
+        provider=release.provider, primary_version=release.primary_version,
+        current_blob=release.current_blob))
 
 
 @router.get("/keys/{workload:path}", response_model=WorkloadKeyOut)
