@@ -127,6 +127,15 @@ class AuditVerificationOut(Response):
     detail: str = ""
 
 
+class AuditKeyOut(Response):
+    kid: str
+    algorithm: str
+    public_pem: str = Field(description="the public key, PEM (SubjectPublicKeyInfo)")
+    created_at: datetime
+    retired_at: datetime | None
+    active: bool
+
+
 class CheckpointOut(Response):
     created: bool
     sequence: int | None = None

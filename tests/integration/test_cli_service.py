@@ -107,6 +107,24 @@ def test_init_serve_login_and_manage_principals(
     assert "auth.failure" in actions
     assert "principal:read" in actions
 
+    # the audit key, recorded once, pins the verification of a copy of the store
+    pem = Path(cli.env["TA_CONFIG_DIR"]) / "audit-key.pem"
+    written = cli("audit", "public-key", "--out", str(pem))
+    assert written.returncode == 0, written.stderr
+    printed = cli("audit", "public-key")
+    assert printed.stdout == pem.read_text()
+    assert printed.stdout.startswith("-----BEGIN PUBLIC KEY-----")
+    [described] = json.loads(cli("audit", "public-key", "--json").stdout)
+    assert described["active"] is True
+    assert described["public_pem"] == pem.read_text()
+    assert cli("audit", "checkpoint").returncode == 0
+    database = f"sqlite:///{Path(info['data_dir']) / 'trustauthority.db'}"
+    pinned = cli("audit", "verify", "--database", database, "--audit-key", str(pem), "--json")
+    assert pinned.returncode == 0, pinned.stdout + pinned.stderr
+    assert json.loads(pinned.stdout)["checkpoints"] >= 1
+    auditors_only = cli("audit", "public-key", env={"TA_TOKEN": token})  # an infra-admin
+    assert auditors_only.returncode == 4
+
     # graceful: uvicorn finishes, then exits by the signal it was sent (as a shell expects)
     server.send_signal(signal.SIGTERM)
     assert server.wait(timeout=20) in (0, -signal.SIGTERM)

@@ -13,7 +13,15 @@ import typer
 
 from trustauthority.audit.chain import AuditEntry
 from trustauthority.cli.connect import call, handled
-from trustauthority.cli.output import EXIT_REJECTED, PlainTable, console, fail, print_json, styled
+from trustauthority.cli.output import (
+    EXIT_REJECTED,
+    EXIT_UNAVAILABLE,
+    PlainTable,
+    console,
+    fail,
+    print_json,
+    styled,
+)
 from trustauthority.client import TrustAuthorityClient
 from trustauthority.errors import AuditChainBroken, BackendUnavailable, ConfigError, UsageError
 
@@ -201,6 +209,35 @@ def verify(
             raise SystemExit(EXIT_REJECTED)
         fail(f"audit log broken at entry {report['broken_at']}: {report['detail']}",
              EXIT_REJECTED, error_type="audit_chain_broken")
+
+
+@app.command("public-key")
+def public_key(
+    ctx: typer.Context,
+    out: Annotated[Path | None, typer.Option(
+        help="Write the active key's PEM to this file (else it is printed).")] = None,
+    as_json: Json = False,
+) -> None:
+    """The public key that signs the log's checkpoints: record it when you deploy, and pin it
+    when verifying a copy (`audit verify --database … --audit-key FILE`). `--json` lists
+    every audit key, retired ones included.  Example: `ta audit public-key --out audit-key.pem`
+    """
+    keys = call(ctx, as_json, lambda client: client.audit_keys())
+    if as_json:
+        print_json([key.model_dump(mode="json") for key in keys])
+        return
+    active = next((key for key in keys if key.active), None)
+    if active is None:
+        fail("the service has no active audit key; run `trustauthority init` on its data dir",
+             EXIT_UNAVAILABLE)
+    if out is None:
+        sys.stdout.write(active.public_pem)
+        return
+    try:
+        out.write_text(active.public_pem)
+    except OSError as error:
+        fail(f"cannot write {out}: {error.strerror or error}; check the path")
+    console.print(f"audit public key {active.kid} written to {out}", markup=False)
 
 
 @app.command("checkpoint")

@@ -28,6 +28,7 @@ from trustauthority.schemas import (
     AttestationOut,
     AttestationResultOut,
     AuditEntryOut,
+    AuditKeyOut,
     AuditVerificationOut,
     BaselineDiffOut,
     BaselineFromHost,
@@ -238,6 +239,9 @@ class TrustAuthorityClient:
 
     def audit_verify(self) -> AuditVerificationOut:
         return self._call(AuditVerificationOut, "GET", "/v1/audit/verification")
+
+    def audit_keys(self) -> list[AuditKeyOut]:
+        return self._list(AuditKeyOut, "/v1/audit/keys")
 
     def audit_checkpoint(self) -> CheckpointOut:
         return self._call(CheckpointOut, "POST", "/v1/audit/checkpoints")

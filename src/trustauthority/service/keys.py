@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -29,6 +30,17 @@ class KeyPurpose(StrEnum):
     AUDIT = "audit"  # signs audit checkpoints
     TLS_CA = "tls-ca"  # issues the server's and principals' TLS certificates
     ATTESTATION = "attestation"  # signs attestation tokens (ES256); public halves: the JWKS
+
+
+@dataclass(frozen=True)
+class PublicKeyView:
+    """A service key as others may see it: its public half and its life."""
+
+    kid: str
+    algorithm: str
+    public_pem: str
+    created_at: datetime
+    retired_at: datetime | None
 
 
 def key_id(public: ec.EllipticCurvePublicKey) -> str:
@@ -129,6 +141,13 @@ class ServiceKeys:
             query = query.where(ServiceKey.retired_at.is_(None)
                                 | (ServiceKey.retired_at > retired_after))
         return {row.kid: load_public_pem(row.public_pem) for row in session.scalars(query)}
+
+    def described(self, session: Session, purpose: KeyPurpose) -> list[PublicKeyView]:
+        """Every key of `purpose`, newest first, public halves only."""
+        rows = session.scalars(select(ServiceKey).where(ServiceKey.purpose == purpose.value)
+                               .order_by(ServiceKey.created_at.desc(), ServiceKey.kid))
+        return [PublicKeyView(row.kid, row.algorithm, row.public_pem, row.created_at,
+                              row.retired_at) for row in rows]
 
     def rotate(self, session: Session, purpose: KeyPurpose) -> tuple[str | None, str]:
         """Retire the active key of `purpose` and create its successor: (old kid, new kid)."""

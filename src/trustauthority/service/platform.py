@@ -19,7 +19,7 @@ from trustauthority.service.credentials import (
     authenticate_token,
 )
 from trustauthority.service.hosts import HostService
-from trustauthority.service.keys import KeyPurpose, ServiceKeys
+from trustauthority.service.keys import KeyPurpose, PublicKeyView, ServiceKeys
 from trustauthority.service.keyservers import (
     AdapterFactory,
     KeyServerRegistry,
@@ -146,6 +146,13 @@ class Platform:
         authorize(caller, Permission.AUDIT_READ)
         with self.db.session(read_only=True) as session:
             return self.audit.verify(session)
+
+    def audit_keys(self, caller: Caller) -> list[PublicKeyView]:
+        """The audit checkpoint keys (public halves), newest first: what to pin when verifying
+        copies of the log offline (`audit verify --audit-key`)."""
+        authorize(caller, Permission.AUDIT_READ)
+        with self.db.session(read_only=True) as session:
+            return self.keys.described(session, KeyPurpose.AUDIT)
 
     def audit_checkpoint(self, caller: Caller, request_id: str) -> Checkpoint | None:
         role = authorize(caller, Permission.AUDIT_CHECKPOINT)

@@ -13,7 +13,12 @@ from fastapi.responses import StreamingResponse
 from trustauthority.api.routes.convert import audit_out
 from trustauthority.api.security import Requires, platform_of
 from trustauthority.errors import AuditChainBroken
-from trustauthority.schemas import AuditEntryOut, AuditVerificationOut, CheckpointOut
+from trustauthority.schemas import (
+    AuditEntryOut,
+    AuditKeyOut,
+    AuditVerificationOut,
+    CheckpointOut,
+)
 from trustauthority.service.audit import AuditFilter
 from trustauthority.service.authz import Caller, Permission
 
@@ -63,6 +68,15 @@ def verify(request: Request, caller: Reader) -> AuditVerificationOut:
         ok=True, entries=result.entries, head_sequence=result.head_sequence,
         head_hash=result.head_hash, checkpoints=result.checkpoints,
         last_checkpoint=result.last_checkpoint, unsigned_tail=result.unsigned_tail)
+
+
+@router.get("/keys", response_model=list[AuditKeyOut])
+def keys(request: Request, caller: Reader) -> list[AuditKeyOut]:
+    """The public keys that sign the log's checkpoints, newest first."""
+    return [AuditKeyOut(kid=key.kid, algorithm=key.algorithm, public_pem=key.public_pem,
+                        created_at=key.created_at, retired_at=key.retired_at,
+                        active=key.retired_at is None)
+            for key in platform_of(request).audit_keys(caller)]
 
 
 @router.post("/checkpoints", response_model=CheckpointOut, status_code=201)
