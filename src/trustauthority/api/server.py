@@ -20,6 +20,7 @@ import signal
 import socket
 import ssl
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import uvicorn
@@ -51,6 +52,7 @@ def open_platform(data_dir: Path, config: ServiceConfig, issuer: str | None = No
     db.upgrade()  # a new release's migrations apply on start, as after `init`
     platform = Platform(db, master_key,
                         audit_checkpoint_interval=config.audit_checkpoint_interval,
+                        attestation_history=timedelta(days=config.attestation_history_days),
                         issuer=issuer or config.token_issuer)
     platform.ensure_keys()
     return platform

@@ -76,6 +76,11 @@ NONCE_LIFETIME = timedelta(minutes=2)
 QUOTED_PCRS = frozenset(range(10))
 BANK = "sha256"
 NONCE_SWEEP_INTERVAL = timedelta(minutes=1)
+#: how long attestation records (a host's history) are kept by default
+DEFAULT_HISTORY = timedelta(days=90)
+#: records deleted per sweep at most: a first sweep over a long history stays a short
+#: transaction (on SQLite it holds the one write lock); the next sweeps take the rest
+HISTORY_SWEEP_BATCH = 5000
 
 # Prebuilt Core statements for the two calls every host makes every few minutes: an ORM query
 # costs several times as much to run, for rows that are read once and never changed as objects.
@@ -119,7 +124,11 @@ _SPEND_NONCE = (delete(_NONCES)
                 .returning(_NONCES.c.expires_at))
 _LOCK_HOST_STATE = (select(_HOSTS.c.state).where(_HOSTS.c.id == bindparam("host_id"))
                     .with_for_update())
-_ADD_RECORD = insert(table_of(AttestationRecord))
+_RECORDS = table_of(AttestationRecord)
+_ADD_RECORD = insert(_RECORDS)
+_DROP_OLD_RECORDS = delete(_RECORDS).where(_RECORDS.c.id.in_(
+    select(_RECORDS.c.id).where(_RECORDS.c.at < bindparam("cutoff"))
+    .limit(HISTORY_SWEEP_BATCH).scalar_subquery()))
 
 
 @dataclass(frozen=True)
@@ -203,7 +212,8 @@ class _Outcome:
 class AttestationService:
     def __init__(self, db: Database, audit: AuditLog, keys: ServiceKeys,
                  tpm_trust: TpmTrustService, baselines: BaselineService,
-                 clock: Callable[[], datetime], issuer: str) -> None:
+                 clock: Callable[[], datetime], issuer: str, *,
+                 history: timedelta = DEFAULT_HISTORY) -> None:
         self._db = db
         self._audit = audit
         self._keys = keys
@@ -211,6 +221,7 @@ class AttestationService:
         self._baselines = baselines
         self._clock = clock
         self.issuer = issuer
+        self.history = history
         self._next_sweep = datetime.min.replace(tzinfo=UTC)
 
     def _host_of(self, session: Session, caller: Caller) -> _HostRow:
@@ -238,12 +249,14 @@ class AttestationService:
         return Challenge(nonce, now + NONCE_LIFETIME, pcrs)
 
     def _drop_expired_nonces(self, session: Session, now: datetime) -> None:
-        """Unanswered challenges are dropped once expired, so the table stays small: every
-        minute or so per process (each replica sweeps for all), not on every challenge."""
+        """Unanswered challenges are dropped once expired, so the table stays small, and
+        attestation records older than `history` go too: every minute or so per process (each
+        replica sweeps for all), not on every challenge."""
         if now < self._next_sweep:
             return
         self._next_sweep = now + NONCE_SWEEP_INTERVAL
         session.execute(_DROP_EXPIRED_NONCES, {"now": now})
+        session.execute(_DROP_OLD_RECORDS, {"cutoff": now - self.history})
 
     # -- 1.-4. evidence ----------------------------------------------------------------------
 

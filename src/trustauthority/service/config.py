@@ -39,6 +39,8 @@ class ServiceConfig(BaseModel):
     tls: TlsConfig = TlsConfig()
     audit_checkpoint_interval: int = Field(default=100, ge=1, le=1_000_000)
     max_request_bytes: int = Field(default=1_048_576, ge=1024, le=256 * 1024 * 1024)
+    #: attestation records (`host history`) older than this many days are deleted
+    attestation_history_days: int = Field(default=90, ge=1, le=36500)
     #: the `iss` of attestation tokens: the URL relying parties know the service by
     #: (default: https://<listen_host>:<listen_port>); set it behind a load balancer
     issuer: str | None = Field(default=None, min_length=1, max_length=256)

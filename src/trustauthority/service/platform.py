@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from trustauthority.audit.chain import AuditEntry
 from trustauthority.errors import PermissionDenied
-from trustauthority.service.attestation import AttestationService
+from trustauthority.service.attestation import DEFAULT_HISTORY, AttestationService
 from trustauthority.service.audit import AuditFilter, AuditLog, AuditVerification, Checkpoint
 from trustauthority.service.authz import Caller, Permission, authorize
 from trustauthority.service.baselines import BaselineService
@@ -47,6 +47,7 @@ class Platform:
     def __init__(self, db: Database, master_key: MasterKey, *,
                  clock: Callable[[], datetime] = utc_now,
                  audit_checkpoint_interval: int = 100,
+                 attestation_history: timedelta = DEFAULT_HISTORY,
                  issuer: str = "https://127.0.0.1:8443",
                  key_server_factory: AdapterFactory = default_adapter) -> None:
         self.db = db
@@ -59,7 +60,8 @@ class Platform:
         self.baselines = BaselineService(db, self.audit, clock)
         self.hosts = HostService(db, self.audit, self.tpm_trust, self.principals, clock)
         self.attestation = AttestationService(db, self.audit, self.keys, self.tpm_trust,
-                                              self.baselines, clock, issuer)
+                                              self.baselines, clock, issuer,
+                                              history=attestation_history)
         self.key_server_registry = KeyServerRegistry(master_key, clock, key_server_factory)
         self.key_servers = KeyServerService(db, self.audit, self.key_server_registry, clock)
         self.providers = ProviderService(db, self.audit, self.key_server_registry, clock)

@@ -353,7 +353,9 @@ class AttestationRecord(Base):
     """One attestation of a host and its verdict: the host's attestation history."""
 
     __tablename__ = "attestations"
-    __table_args__ = (Index("ix_attestations_host_at", "host_id", "at"),)
+    __table_args__ = (Index("ix_attestations_host_at", "host_id", "at"),
+                      # the retention sweep deletes by age across hosts
+                      Index("ix_attestations_at", "at"))
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
                                     primary_key=True, autoincrement=True)
