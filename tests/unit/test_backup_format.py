@@ -93,3 +93,14 @@ def test_devices_are_neither_backups_nor_backup_keys(tmp_path: Path) -> None:
     big.chmod(0o600)
     with pytest.raises(UsageError, match="not a key file"):
         read_backup_key(big)
+
+
+def test_content_that_would_decompress_beyond_the_limit_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sealed = seal(bytes(4 << 20), KEY, "2026-01-01T00:00:00+00:00")  # 4 MiB of zeros
+    assert len(sealed) < 64 << 10  # gzip: a few KiB
+    _header_of, payload = unseal(sealed, KEY)
+    assert len(payload) == 4 << 20
+    monkeypatch.setattr("trustauthority.service.backup.MAX_PAYLOAD", 1 << 20)
+    with pytest.raises(BackupInvalid, match="larger than"):
+        unseal(sealed, KEY)

@@ -57,6 +57,11 @@ MAX_KEY_BYTES = 4096
 #: scrypt cost: ~0.1 s and 32 MiB per try (RFC 7914's interactive setting, doubled)
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
 MAX_HEADER = 4096
+#: the largest store a backup restores (decompressed; it is parsed in memory): a sealed file
+#: cannot expand beyond it, whatever its compression ratio
+MAX_PAYLOAD = 4 << 30
+#: zlib's window bits for a gzip stream (16 + 15)
+_GZIP_WBITS = 31
 #: the service's files in a backup, by the name they get in the restored data directory
 MASTER_KEY = "master.key"
 TLS_FILES = {"certificate": "tls/server.pem", "private_key": "tls/server-key.pem",
@@ -147,7 +152,14 @@ def unseal(sealed: bytes, material: bytes) -> tuple[dict[str, Any], bytes]:
                             ) from None
     try:
         compressed = AESGCM(key).decrypt(nonce, sealed[end + 1:], aad)
-        return header, gzip.decompress(compressed)
+        inflater = zlib.decompressobj(wbits=_GZIP_WBITS)
+        payload = inflater.decompress(compressed, MAX_PAYLOAD + 1)
+        if len(payload) > MAX_PAYLOAD:
+            raise BackupInvalid(f"the backup's content is larger than {MAX_PAYLOAD >> 30} GiB "
+                                "once decompressed; this version does not restore it")
+        if not inflater.eof:
+            raise BackupInvalid("the backup's content is corrupt")
+        return header, payload
     except InvalidTag:
         raise BackupInvalid("the backup does not open with this key, or it was altered or "
                             "cut: check the --key-file") from None
