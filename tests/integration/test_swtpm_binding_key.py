@@ -200,3 +200,33 @@ def test_binding_key_survives_a_reboot(swtpm: SoftwareTpm) -> None:
         assert agent.rsa_decrypt(key, public_key.encrypt(secret, _oaep())) == secret
         _certified(agent, swtpm, ak, key)
         _assert_nothing_loaded(swtpm)
+
+
+@pytest.mark.parametrize("ek_kind", ["rsa", "ecc"])
+def test_a_sealed_secret_opens_only_while_the_pcrs_are_unchanged(swtpm: SoftwareTpm,
+                                                                  ek_kind: EkKind) -> None:
+    secret = os.urandom(32)
+    with AgentTpm(swtpm.tcti) as agent:
+        sealed = agent.seal(secret, [0, 7, 16], ek_kind=ek_kind)
+        _assert_nothing_loaded(swtpm)
+        assert secret not in sealed.private  # wrapped by the EK's seed, not stored as is
+        assert agent.unseal(sealed) == secret
+        assert agent.unseal(sealed) == secret  # a policy session per unseal
+        agent.pcr_extend(16, {"sha256": os.urandom(32)})  # another "boot" in a sealed PCR
+        assert agent.unseal(sealed) is None
+        _assert_nothing_loaded(swtpm)
+        with pytest.raises(errors.UsageError, match=r"1\.\.128 bytes"):
+            agent.seal(bytes(129), [0])
+    swtpm.reboot()  # PCR 16 back to zeros: the values sealed to
+    with AgentTpm(swtpm.tcti) as agent:
+        assert agent.unseal(sealed) == secret
+
+
+def test_a_secret_sealed_on_one_tpm_does_not_open_on_another(
+        swtpm_factory: SwtpmFactory) -> None:
+    first, second = swtpm_factory(), swtpm_factory()
+    with AgentTpm(first.tcti) as agent:
+        sealed = agent.seal(b"k" * 32, [0])
+    with AgentTpm(second.tcti) as agent, pytest.raises(errors.BackendUnavailable,
+                                                         match="Load"):
+        agent.unseal(sealed)

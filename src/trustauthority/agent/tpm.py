@@ -46,24 +46,32 @@ try:
         TPM2_ALG,
         TPM2_CAP,
         TPM2_PT_NV,
+        TPM2_RC,
         TPM2_SE,
         TPM2_SU,
         TPM2B_DATA,
+        TPM2B_DIGEST,
         TPM2B_ENCRYPTED_SECRET,
         TPM2B_ID_OBJECT,
         TPM2B_PRIVATE,
         TPM2B_PUBLIC,
         TPM2B_SENSITIVE_CREATE,
+        TPM2B_SENSITIVE_DATA,
         TPMA_OBJECT,
         TPML_DIGEST_VALUES,
         TPML_PCR_SELECTION,
+        TPMS_KEYEDHASH_PARMS,
         TPMS_SCHEME_HASH,
+        TPMS_SENSITIVE_CREATE,
         TPMT_HA,
+        TPMT_KEYEDHASH_SCHEME,
+        TPMT_PUBLIC,
         TPMT_RSA_DECRYPT,
         TPMT_SIG_SCHEME,
         TPMT_SYM_DEF,
         TPMU_ASYM_SCHEME,
         TPMU_HA,
+        TPMU_PUBLIC_PARMS,
         TSS2_Exception,
     )
     from tpm2_pytss.utils import NoSuchIndex, create_ek_template
@@ -72,7 +80,8 @@ try:
 except ImportError as _e:  # the agent extra is optional; fail at use, with a hint
     _IMPORT_ERROR = _e
 
-__all__ = ["AgentTpm", "AkHandleInfo", "AkKind", "BindingKeyInfo", "EkKind", "Quote"]
+__all__ = ["AgentTpm", "AkHandleInfo", "AkKind", "BindingKeyInfo", "EkKind", "Quote",
+           "SealedSecret"]
 
 EkKind = Literal["rsa", "ecc"]
 AkKind = Literal["ecc", "rsa"]
@@ -103,6 +112,7 @@ _BANKS: dict[str, tuple[str, int]] = {  # bank name -> (TPM2_ALG name, digest si
 }
 
 _PCR_COUNT = 24  # TCG PC Client Platform TPM Profile: 24 PCRs per bank
+_MAX_SEALED = 128  # MAX_SYM_DATA (Part 2 §10.4.7): the most a sealed data object holds
 _MAX_NONCE = 64  # TPM2B_DATA holds at most sizeof(TPMT_HA) - 2 (Part 2 §10.4.3)
 _QUOTE_ATTEMPTS = 3
 _NV_INDEX_FIRST = 0x01000000  # TPM_HT_NV_INDEX << 24 (Part 2 §7.2)
@@ -135,6 +145,19 @@ class BindingKeyInfo:
     public: bytes  # marshalled TPM2B_PUBLIC
     private: bytes  # marshalled TPM2B_PRIVATE
     name: bytes  # TPM2B_NAME contents: nameAlg (u16) || H_nameAlg(TPMT_PUBLIC)
+
+
+@dataclass(frozen=True)
+class SealedSecret:
+    """A secret sealed to this TPM under a PCR policy (TPM2_Create of a keyed-hash data object
+    under the EK, authPolicy = PolicyPCR): it unseals only on this TPM, and only while the
+    PCRs hold the values they held when it was sealed."""
+
+    ek_kind: EkKind
+    public: bytes  # marshalled TPM2B_PUBLIC
+    private: bytes  # marshalled TPM2B_PRIVATE
+    bank: str
+    pcrs: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -547,6 +570,73 @@ class AgentTpm:
                 session1=ESYS_TR.PASSWORD,  # USER role; userWithAuth is set
             )
         return bytes(message)
+
+    # -- sealing -----------------------------------------------------------------------------
+
+    @contextmanager
+    def _pcr_policy(self, selection: Any, *, trial: bool) -> Iterator[Any]:
+        """A (trial) policy session with PolicyPCR over the PCRs' current values (an empty
+        pcrDigest: the TPM takes the values it holds now, Part 3 §23.7)."""
+        session = self._call(
+            "TPM2_StartAuthSession",
+            self._ectx.start_auth_session,
+            ESYS_TR.NONE,
+            ESYS_TR.NONE,
+            TPM2_SE.TRIAL if trial else TPM2_SE.POLICY,
+            TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL),
+            TPM2_ALG.SHA256,
+        )
+        try:
+            self._call("TPM2_PolicyPCR", self._ectx.policy_pcr, session, TPM2B_DIGEST(),
+                       selection)
+            yield session
+        finally:
+            self._flush(session)
+
+    def seal(self, secret: bytes, pcrs: Sequence[int], bank: str = "sha256",
+             ek_kind: EkKind = "rsa") -> SealedSecret:
+        """Seal ``secret`` (at most 128 bytes) to this TPM and the current values of ``pcrs``."""
+        if not 0 < len(secret) <= _MAX_SEALED:
+            raise UsageError(f"a sealed secret is 1..{_MAX_SEALED} bytes, not {len(secret)}")
+        wanted, selection = _selection(bank, pcrs)
+        with self._pcr_policy(selection, trial=True) as trial:
+            policy = self._call("TPM2_PolicyGetDigest", self._ectx.policy_get_digest, trial)
+        template = TPM2B_PUBLIC(publicArea=TPMT_PUBLIC(
+            type=TPM2_ALG.KEYEDHASH,
+            nameAlg=TPM2_ALG.SHA256,
+            # fixedTPM/fixedParent: only this TPM, under this EK, loads it; no userWithAuth:
+            # the policy (these PCR values) is the only way to unseal; data from outside, so no
+            # sensitiveDataOrigin; neither sign nor decrypt: a sealed data object
+            objectAttributes=TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT,
+            authPolicy=policy,
+            parameters=TPMU_PUBLIC_PARMS(keyedHashDetail=TPMS_KEYEDHASH_PARMS(
+                scheme=TPMT_KEYEDHASH_SCHEME(scheme=TPM2_ALG.NULL))),
+        ))
+        sensitive = TPM2B_SENSITIVE_CREATE(
+            sensitive=TPMS_SENSITIVE_CREATE(data=TPM2B_SENSITIVE_DATA(secret)))
+        with self._ek(ek_kind) as (ek, ek_public), self._ek_auth(ek_public) as auth:
+            private, public, _, _, _ = self._call(
+                "TPM2_Create(sealed data)", self._ectx.create, ek, sensitive, template,
+                session1=auth)
+        return SealedSecret(ek_kind, bytes(public.marshal()), bytes(private.marshal()), bank,
+                            tuple(wanted))
+
+    def unseal(self, sealed: SealedSecret) -> bytes | None:
+        """The sealed secret, or None when the PCRs no longer hold the values it was sealed
+        to (another boot); a TPM that cannot be used raises BackendUnavailable."""
+        _, selection = _selection(sealed.bank, sealed.pcrs)
+        with self._loaded_keys((sealed.ek_kind, sealed.public, sealed.private,
+                                "sealed data")) as (handle,), \
+                self._pcr_policy(selection, trial=False) as session:
+            if self._ectx is None:
+                raise UsageError("the AgentTpm is closed")
+            try:
+                data = self._ectx.unseal(handle, session1=session)
+            except TSS2_Exception as e:
+                if e.error == TPM2_RC.POLICY_FAIL:
+                    return None
+                raise BackendUnavailable(f"TPM2_Unseal failed: {e}") from e
+        return bytes(data)
 
     # -- PCRs and quotes -------------------------------------------------------------------
 
