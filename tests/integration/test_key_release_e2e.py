@@ -335,6 +335,58 @@ def test_a_stopped_kmip_server_fails_over_then_503_then_recovers(kmip: KeyedFlee
     assert provider.health == "degraded"
 
 
+def test_a_persisted_key_opens_the_same_boot_while_the_key_servers_are_down(
+        kmip: KeyedFleet, tmp_path: Path) -> None:
+    blob = kmip.create_key("vm-7")
+    tpm, state_dir = kmip.trusted_host("web-7")
+    (tmp_path / "plain").write_bytes(b"volume " * 2000)
+    encrypt_file(tmp_path / "plain", tmp_path / "disk.ta", workload="vm-7", blob=blob,
+                 kek=fetch_key(state_dir, blob, "vm-7"))
+    runner = CliRunner()
+
+    def unlock(*extra: str) -> tuple[int, str]:
+        target = tmp_path / "opened"
+        target.unlink(missing_ok=True)
+        result = runner.invoke(app, ["agent", "workload", "unlock", str(tmp_path / "disk.ta"),
+                                     str(target), "--state-dir", str(state_dir.path), "--json",
+                                     *extra])
+        if result.exit_code == 0:
+            assert target.read_bytes() == (tmp_path / "plain").read_bytes()
+        return result.exit_code, result.output
+
+    sealed_dir = state_dir.path / "sealed"
+    code, output = unlock("--persist-key")
+    assert code == 0, output
+    assert '"key_from": "release"' in output
+    [sealed] = sealed_dir.iterdir()
+    assert sealed.stat().st_mode & 0o077 == 0
+    kek = fetch_key(state_dir, blob, "vm-7")
+    assert kek.hex() not in sealed.read_text()  # wrapped by the TPM, not stored as is
+
+    for server in kmip.kms:
+        server.stop()
+    assert unlock()[0] == 3  # without persistence: the 503, nothing opened
+    code, output = unlock("--persist-key")
+    assert code == 0, output
+    assert '"key_from": "sealed copy"' in output
+    _reboot(tpm, state_dir, simboot.GOLDEN_IMAGE)  # the same boot again: still opens
+    assert unlock("--persist-key")[0] == 0
+
+    # another boot: the sealed copy does not open (its PCRs differ), so the 503 stands
+    _reboot(tpm, state_dir, simboot.MODIFIED_KERNEL_IMAGE)
+    code, output = unlock("--persist-key")
+    assert code == 3, output
+    # once the service has seen the boot, it refuses the host, and the copy goes with it
+    assert agent.attest(state_dir).status == "untrusted"
+    code, output = unlock("--persist-key")
+    assert code == 4, output  # refused (key_release_refused)
+    assert not list(sealed_dir.iterdir())
+    kmip.kms[0].restart()
+    _reboot(tpm, state_dir, simboot.GOLDEN_IMAGE)
+    assert unlock("--persist-key")[0] == 0  # trusted again: released, sealed again
+    assert len(list(sealed_dir.iterdir())) == 1
+
+
 def test_key_server_health_tells_which_side_distrusts_which(kmip: KeyedFleet,
                                                            tmp_path: Path) -> None:
     with kmip.service.admin() as admin:

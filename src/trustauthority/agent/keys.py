@@ -9,14 +9,26 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from trustauthority.agent.host import StateDir, attest, open_client
-from trustauthority.agent.tpm import AgentTpm
-from trustauthority.errors import KeyReleaseRefused, TokenExpired, WrappedKeyInvalid
+from trustauthority.agent.tpm import AgentTpm, SealedSecret
+from trustauthority.errors import (
+    AccessError,
+    BackendUnavailable,
+    KeyReleaseRefused,
+    TokenExpired,
+    TokenRejected,
+    UsageError,
+    WrappedKeyInvalid,
+)
+from trustauthority.files import write_private
 from trustauthority.keyrelease.blob import parse_blob
 from trustauthority.keyrelease.jwe import decrypt_with_tpm
 from trustauthority.keyserver import KEY_BYTES
@@ -67,6 +79,8 @@ class ReleasedKey:
     #: the key's blob as the service stores it now, when `blob` was wrapped under an older
     #: primary key version (the service re-wrapped it since); None when `blob` is current
     current_blob: str | None = None
+    #: True when the service could not be asked and the copy sealed to this TPM opened it
+    from_sealed_copy: bool = False
 
 
 def fetch_key(state_dir: StateDir, blob: str, workload: str, *, attest_if_needed: bool = True,
@@ -77,8 +91,35 @@ def fetch_key(state_dir: StateDir, blob: str, workload: str, *, attest_if_needed
 
 
 def release_key(state_dir: StateDir, blob: str, workload: str, *, attest_if_needed: bool = True,
-                event_log: str | None = None) -> ReleasedKey:
-    """`fetch_key`, with what the service says of the blob presented."""
+                event_log: str | None = None, persist: bool = False) -> ReleasedKey:
+    """`fetch_key`, with what the service says of the blob presented.
+
+    `persist` (vTA's key persistence): a released key is also sealed to this TPM under the
+    boot's PCR values (`PERSIST_PCRS`), and when the service or its key servers cannot be
+    reached, that sealed copy opens the key as long as the host booted the same way. A refusal
+    by the service (the host is untrusted, the key or its grant is gone) removes the copy.
+    """
+    parsed = parse_blob(blob)
+    try:
+        released = _release_online(state_dir, blob, workload,
+                                   attest_if_needed=attest_if_needed, event_log=event_log)
+    except BackendUnavailable:
+        kept = persisted_key(state_dir, parsed.key_id) if persist else None
+        if kept is None:
+            raise
+        log.warning("the service or its key servers are unreachable: the key of workload %s "
+                    "was opened from its copy sealed to this TPM", workload)
+        return ReleasedKey(kept, from_sealed_copy=True)
+    except (KeyReleaseRefused, TokenRejected, WrappedKeyInvalid, AccessError):
+        forget_key(state_dir, parsed.key_id)  # the service said no: so does the sealed copy
+        raise
+    if persist:
+        persist_key(state_dir, parsed.key_id, released.key)
+    return released
+
+
+def _release_online(state_dir: StateDir, blob: str, workload: str, *,
+                    attest_if_needed: bool, event_log: str | None) -> ReleasedKey:
     parsed = parse_blob(blob)
     state = state_dir.load()
     token = current_token(state_dir, attest_if_needed=attest_if_needed, event_log=event_log)
@@ -115,3 +156,62 @@ def release_key(state_dir: StateDir, blob: str, workload: str, *, attest_if_need
             if fresher.key_id != parsed.key_id or fresher.workload != parsed.workload:
                 current = None  # another key is never a replacement for this one
     return ReleasedKey(key, current)
+
+
+# -- key persistence ------------------------------------------------------------------------
+
+#: the PCRs a persisted key is sealed to: those a cluster's appraisal compares by default
+#: (firmware, option ROM code, boot manager and applications, Secure Boot, GRUB and the kernel)
+PERSIST_PCRS = (0, 2, 3, 4, 7, 8, 9)
+
+
+def _sealed_file(state_dir: StateDir, key_id: str) -> Path:
+    # the key id comes from a blob: hashed into a file name, it names no other path
+    return state_dir.path / "sealed" / f"{hashlib.sha256(key_id.encode()).hexdigest()}.json"
+
+
+def persist_key(state_dir: StateDir, key_id: str, key: bytes) -> None:
+    """Seal `key` to this TPM and the current values of `PERSIST_PCRS`, under the state dir."""
+    state = state_dir.load()
+    with AgentTpm(state.tcti) as tpm:
+        sealed = tpm.seal(key, PERSIST_PCRS, ek_kind=state.ek_kind)
+    target = _sealed_file(state_dir, key_id)
+    try:
+        target.parent.mkdir(mode=0o700, exist_ok=True)
+        write_private(target, json.dumps({
+            "key_id": key_id, "ek_kind": sealed.ek_kind, "bank": sealed.bank,
+            "pcrs": list(sealed.pcrs), "public": base64.b64encode(sealed.public).decode(),
+            "private": base64.b64encode(sealed.private).decode(),
+            "sealed_at": datetime.now(UTC).isoformat()}, indent=2) + "\n")
+    except OSError as error:
+        raise UsageError(f"cannot keep the sealed key in {target.parent}: "
+                         f"{error.strerror or error}") from None
+
+
+def persisted_key(state_dir: StateDir, key_id: str) -> bytes | None:
+    """The key sealed for `key_id`, if there is a copy and this boot's PCRs open it."""
+    source = _sealed_file(state_dir, key_id)
+    try:
+        document = json.loads(source.read_text())
+        sealed = SealedSecret(document["ek_kind"], base64.b64decode(document["public"]),
+                              base64.b64decode(document["private"]), document["bank"],
+                              tuple(int(pcr) for pcr in document["pcrs"]))
+        if document["key_id"] != key_id:
+            return None
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, binascii.Error):
+        log.warning("the sealed key copy %s is unreadable; ignored", source)
+        return None
+    with AgentTpm(state_dir.load().tcti) as tpm:
+        key = tpm.unseal(sealed)
+    if key is None:
+        log.warning("the sealed copy of key %s does not open: this boot differs from the one "
+                    "it was sealed in", key_id)
+        return None
+    return key if len(key) == KEY_BYTES else None
+
+
+def forget_key(state_dir: StateDir, key_id: str) -> None:
+    with contextlib.suppress(OSError):
+        _sealed_file(state_dir, key_id).unlink(missing_ok=True)

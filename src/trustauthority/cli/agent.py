@@ -313,7 +313,7 @@ def _outdated_notice(source: Path, header_blob: str, current_blob: str) -> None:
 
 
 def _open_workload(source: Path, target: Path, state_dir: Path, *, attest_first: bool,
-                   as_json: bool) -> None:
+                   as_json: bool, persist: bool = False) -> None:
     from trustauthority.agent.keys import release_key
     from trustauthority.agent.workload import WorkloadHeader, decrypt_file
 
@@ -321,12 +321,13 @@ def _open_workload(source: Path, target: Path, state_dir: Path, *, attest_first:
     states = _states(state_dir, as_json)
     _quiet_tpm_library()
     current_blob: str | None = None
+    from_sealed_copy = False
 
     def kek_for(header: WorkloadHeader) -> bytes:
-        nonlocal current_blob
+        nonlocal current_blob, from_sealed_copy
         released = release_key(states, header.blob, header.workload,
-                               attest_if_needed=attest_first)
-        current_blob = released.current_blob
+                               attest_if_needed=attest_first, persist=persist)
+        current_blob, from_sealed_copy = released.current_blob, released.from_sealed_copy
         return released.key
 
     before = _identity(target)
@@ -340,9 +341,14 @@ def _open_workload(source: Path, target: Path, state_dir: Path, *, attest_first:
         fail(f"cannot open {source}: {error.strerror or error}", as_json=as_json)
     if current_blob is not None:
         _outdated_notice(source, header.blob, current_blob)
+    if from_sealed_copy:
+        err_console.print("note: the service could not be reached; the key was opened from "
+                          "its copy sealed to this TPM (this boot matches the one it was "
+                          "sealed in)", markup=False, soft_wrap=True)
     if as_json:
         print_json({"workload": header.workload, "cipher": header.cipher, "size": header.size,
-                    "target": str(target), "blob_outdated": current_blob is not None})
+                    "target": str(target), "blob_outdated": current_blob is not None,
+                    "key_from": "sealed copy" if from_sealed_copy else "release"})
     else:
         console.print(f"workload {header.workload} opened into {target} ({header.size} bytes)",
                       markup=False)
@@ -352,14 +358,20 @@ def _open_workload(source: Path, target: Path, state_dir: Path, *, attest_first:
 def workload_unlock(
     source: Annotated[Path, typer.Argument(help="The encrypted workload.")],
     target: Annotated[Path, typer.Argument(help="Where to put the opened data (owner-only).")],
+    persist_key: Annotated[bool, typer.Option(
+        help="Also seal the released key to this TPM under the boot's PCR values, so the "
+             "workload opens while the service or its key servers are unreachable, as long "
+             "as the host boots the same way; a refusal by the service removes the copy.")]
+    = False,
     state_dir: StateDirOption = agent_host.DEFAULT_STATE_DIR,
     as_json: JsonOption = False,
 ) -> None:
     """Attest if needed, get the workload key by attested release, open the workload.
 
-    Example: `ta agent workload unlock disk.img.ta /run/vm-42/disk.img`
+    Example: `ta agent workload unlock disk.img.ta /run/vm-42/disk.img --persist-key`
     """
-    _open_workload(source, target, state_dir, attest_first=True, as_json=as_json)
+    _open_workload(source, target, state_dir, attest_first=True, as_json=as_json,
+                   persist=persist_key)
 
 
 @workload_app.command("decrypt")
