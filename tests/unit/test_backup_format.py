@@ -5,12 +5,16 @@ shape a backup has (a key holder's mistake, or a file from another tool)."""
 from __future__ import annotations
 
 import base64
+import gzip
 import json
+import os
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from trustauthority.errors import BackupInvalid, UsageError
+from trustauthority.service import backup
 from trustauthority.service.backup import MAGIC, read_backup_key, restore_backup, seal, unseal
 from trustauthority.store.db import Database, sqlite_url
 
@@ -104,3 +108,17 @@ def test_content_that_would_decompress_beyond_the_limit_is_refused(
     monkeypatch.setattr("trustauthority.service.backup.MAX_PAYLOAD", 1 << 20)
     with pytest.raises(BackupInvalid, match="larger than"):
         unseal(sealed, KEY)
+
+
+def test_trailing_bytes_after_the_compressed_content_are_refused() -> None:
+    sealed = seal(b"{}", KEY, "2026-01-01T00:00:00+00:00")
+    header = _header(sealed)
+    key = backup._derive(KEY, base64.b64decode(str(header["salt"])), int(str(header["n"])),
+                         int(str(header["r"])), int(str(header["p"])))
+    nonce = os.urandom(12)
+    forged_header = {**header, "nonce": base64.b64encode(nonce).decode()}
+    aad = MAGIC + json.dumps(forged_header).encode() + b"\n"
+    body = gzip.compress(b"{}") + gzip.compress(b"[]")  # a second member: not a backup
+    forged = aad + AESGCM(key).encrypt(nonce, body, aad)
+    with pytest.raises(BackupInvalid, match="corrupt"):
+        unseal(forged, KEY)

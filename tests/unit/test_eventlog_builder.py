@@ -244,13 +244,25 @@ def test_names_variable_agrees_with_the_full_decoder_on_built_variables(name: st
                 decoded.variable_guid == guid and decoded.name == asked)
 
 
-@given(raw=st.binary(max_size=60))
-def test_names_variable_never_claims_what_the_decoder_does_not_find(raw: bytes) -> None:
+@given(guid=st.sampled_from([EFI_GLOBAL_VARIABLE, UUID(int=7)]),
+       declared=st.integers(min_value=0, max_value=12),
+       name=st.sampled_from([b"S\x00e\x00c\x00u\x00r\x00e\x00B\x00o\x00o\x00t\x00",
+                             b"S\x00e\x00c\x00u\x00r\x00e\x00", b"\xff\xfe" * 10, b""]),
+       tail=st.binary(max_size=24))
+def test_names_variable_and_the_decoder_agree_on_damaged_headers(
+        guid: UUID, declared: int, name: bytes, tail: bytes) -> None:
+    # a GUID, a name length that may lie, name bytes, then anything (data length and data)
+    raw = guid.bytes_le + declared.to_bytes(8, "little") + len(tail).to_bytes(8, "little") \
+        + name + tail
     event = Event(1, 0, 7, EventType.EV_EFI_VARIABLE_DRIVER_CONFIG, {}, raw)
+    decoded = event.decoded
+    found = isinstance(decoded, EfiVariable) and decoded.variable_guid == EFI_GLOBAL_VARIABLE \
+        and decoded.name == "SecureBoot"
+    if found:  # what the decoder reads as the SecureBoot variable, the header check finds
+        assert event.names_variable(EFI_GLOBAL_VARIABLE, "SecureBoot")
     if event.names_variable(EFI_GLOBAL_VARIABLE, "SecureBoot"):
-        decoded = event.decoded
-        assert not isinstance(decoded, EfiVariable) or (
-            decoded.variable_guid == EFI_GLOBAL_VARIABLE and decoded.name == "SecureBoot")
+        # and it claims nothing more (an Undecoded body, a bad data length, is not a match)
+        assert found or not isinstance(decoded, EfiVariable)
 
 
 def test_names_variable_reads_a_truncated_header_as_no() -> None:

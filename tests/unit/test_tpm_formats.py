@@ -228,3 +228,12 @@ def test_an_aes_key_size_no_tpm_has_is_a_format_error() -> None:
     bad = good[:key_bits] + (384).to_bytes(2, "big") + good[key_bits + 2:]
     with pytest.raises(TpmFormatError, match="AES keyBits 384"):
         parse_tpmt_public(bad)
+
+
+def test_an_rsa_key_whose_exponent_no_tpm_holds_is_a_format_error() -> None:
+    modulus = rsa.generate_private_key(65537, 2048).public_key().public_numbers().n
+    huge = rsa.RSAPublicNumbers(2**33 + 1, modulus).public_key()
+    with pytest.raises(TpmFormatError, match="32 bits"):
+        public_from_key(huge)
+    assert public_from_key(rsa.RSAPublicNumbers(3, modulus).public_key()).public_key \
+        == rsa.RSAPublicNumbers(3, modulus).public_key()

@@ -153,8 +153,10 @@ def _release_online(state_dir: StateDir, blob: str, workload: str, *,
         except WrappedKeyInvalid:
             current = None  # not offered in a form we could use: keep the blob we have
         else:
-            if fresher.key_id != parsed.key_id or fresher.workload != parsed.workload:
-                current = None  # another key is never a replacement for this one
+            if (fresher.key_id, fresher.workload, fresher.provider_id) != (
+                    parsed.key_id, parsed.workload, parsed.provider_id) \
+                    or fresher.primary_version <= parsed.primary_version:
+                current = None  # another key, or no newer wrapping: never a replacement
     return ReleasedKey(key, current)
 
 

@@ -3,6 +3,7 @@ whose TPM is a software one, `simulate-boot`."""
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from trustauthority.cli.output import (
     read_input_file,
     require_directory,
 )
-from trustauthority.errors import TrustAuthorityError, UsageError
+from trustauthority.errors import TrustAuthorityError, UsageError, WrappedKeyInvalid
 from trustauthority.files import write_private
 from trustauthority.verify.ekcert import load_certificate
 
@@ -424,9 +425,14 @@ def workload_rekey(
             if released.current_blob is None:
                 raise UsageError(f"{source} already holds its key's current blob: nothing to "
                                  "rewrite (give --blob for a rotated key)")
-            text, new_kek = released.current_blob, released.key
+            text = released.current_blob
+            # the new blob is trusted only once it opens, on the key server, to the same key
+            if not hmac.compare_digest(fetch_key(states, text, present.workload),
+                                       released.key):
+                raise WrappedKeyInvalid("the service's current blob does not open to this "
+                                        "file's key; the file is left as it is")
             header = rekey_file(source, target, kek_for=lambda _header: released.key,
-                                blob=text, new_kek=new_kek)
+                                blob=text, new_kek=released.key)
         else:
             new = parse_blob(text)
             header = rekey_file(source, target, kek_for=kek_for, blob=text,

@@ -241,7 +241,7 @@ def names_variable(raw: bytes, guid: UUID, name: str) -> bool:
     encoded = name.encode("utf-16-le")
     end = 32 + len(encoded)
     return (len(raw) >= end and raw[:16] == guid.bytes_le
-            and int.from_bytes(raw[16:24], "little") == len(name)
+            and int.from_bytes(raw[16:24], "little") == len(encoded) // 2  # CHAR16s
             and raw[32:end] == encoded)
 
 

@@ -157,7 +157,7 @@ def unseal(sealed: bytes, material: bytes) -> tuple[dict[str, Any], bytes]:
         if len(payload) > MAX_PAYLOAD:
             raise BackupInvalid(f"the backup's content is larger than {MAX_PAYLOAD >> 30} GiB "
                                 "once decompressed; this version does not restore it")
-        if not inflater.eof:
+        if not inflater.eof or inflater.unused_data:
             raise BackupInvalid("the backup's content is corrupt")
         return header, payload
     except InvalidTag:
@@ -207,6 +207,9 @@ def create_backup(data_dir: Path, target: Path, key_material: bytes) -> BackupSu
         "config": config.model_dump(exclude_none=True),
         "files": {name: base64.b64encode(content).decode() for name, content in files.items()},
         "database": snapshot}).encode()
+    if len(payload) > MAX_PAYLOAD:  # restore would refuse it: say so now, not then
+        raise UsageError(f"the store is larger than {MAX_PAYLOAD >> 30} GiB as a backup; "
+                         "back up the database with its own tools (pg_dump) instead")
     sealed = seal(payload, key_material, created_at)
     try:
         write_private(target, sealed, exclusive=True)

@@ -465,9 +465,10 @@ class WorkloadKeyService:
                                         f"{parsed.primary_version}, which is retired or unknown")
             servers = server_rows(session, parsed.provider_id)
             current_blob = None
-            if facts.key_version != parsed.primary_version:  # rewrapped since this blob
+            if facts.key_version is not None and facts.key_version > parsed.primary_version:
+                # rewrapped since this blob (never offered backwards, e.g. after a restore)
                 current_blob = session.execute(_STORED_BLOB,
-                                               {"key_id": parsed.key_id}).scalar_one()
+                                               {"key_id": parsed.key_id}).scalar_one_or_none()
                 context["stored_version"] = str(facts.key_version)
         binding_key = parse_public(facts.binding_key_public).public_key
         # refused before the key server is asked: nothing to encrypt the key to

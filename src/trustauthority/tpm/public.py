@@ -260,6 +260,8 @@ def public_from_key(key: object) -> TpmPublic:
     """
     if isinstance(key, rsa.RSAPublicKey):
         numbers = key.public_numbers()
+        if numbers.e >= 1 << 32:  # TPMS_RSA_PARMS.exponent is a UINT32 (Part 2 §12.2.3.5)
+            raise TpmFormatError(f"RSA exponent {numbers.e} does not fit a TPM key (32 bits)")
         modulus = numbers.n.to_bytes((key.key_size + 7) // 8, "big")
         body = (u16(Alg.RSA) + u16(Alg.SHA256) + u32(0) + tpm2b(b"") + u16(Alg.NULL)
                 + u16(Alg.NULL) + u16(key.key_size) + u32(0 if numbers.e == 65537 else numbers.e)
