@@ -374,12 +374,16 @@ def status(state_dir: StateDir) -> dict[str, Any]:
     for relying parties' `token verify --binding-key`), and its last verdict (no secrets)."""
     state = state_dir.load()
     last = state_dir.status()
-    binding = parse_public(_unb64(state.binding_public, "binding key")).public_key
+    jkt = pem = None
+    try:
+        binding = parse_public(_unb64(state.binding_public, "binding key")).public_key
+        jkt = jwk_thumbprint(binding)
+        pem = binding.public_bytes(serialization.Encoding.PEM,
+                                   serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    except (TrustAuthorityError, ValueError):
+        log.warning("the binding key in %s is damaged; enroll again", state_dir.path)
     return {"host": state.host_name, "host_id": state.host_id, "cluster": state.cluster,
             "server": state.server, "tcti": state.tcti, "event_log": state.event_log,
-            "binding_key_jkt": jwk_thumbprint(binding),
-            "binding_key_pem": binding.public_bytes(
-                serialization.Encoding.PEM,
-                serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii"),
+            "binding_key_jkt": jkt, "binding_key_pem": pem,
             "has_token": state_dir.token() is not None,
             "last": asdict(last) if last is not None else None}

@@ -182,11 +182,12 @@ def status(state_dir: StateDirOption = agent_host.DEFAULT_STATE_DIR,
         print_json(current)
         return
     last = current["last"] or {}
+    jkt = current["binding_key_jkt"] or "damaged: enroll again"
     console.print(f"host {current['host']} ({current['host_id']}), cluster "
                   f"{current['cluster'] or '-'}, server {current['server']}\n"
                   f"last attestation: {last.get('status', 'none')} at {last.get('at', '-')}: "
                   f"{last.get('detail', '-')}\n"
-                  f"binding key (cnf.jkt of its tokens): {current['binding_key_jkt']}\n"
+                  f"binding key (cnf.jkt of its tokens): {jkt}\n"
                   f"token held: {'yes' if current['has_token'] else 'no'}"
                   f"{' until ' + last['token_expires_at'] if last.get('token_expires_at') else ''}",
                   soft_wrap=True)
