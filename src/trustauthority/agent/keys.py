@@ -25,11 +25,12 @@ from trustauthority.errors import (
     KeyReleaseRefused,
     TokenExpired,
     TokenRejected,
+    TrustAuthorityError,
     UsageError,
     WrappedKeyInvalid,
 )
 from trustauthority.files import write_private
-from trustauthority.keyrelease.blob import parse_blob
+from trustauthority.keyrelease.blob import WrappedKeyBlob, parse_blob
 from trustauthority.keyrelease.jwe import decrypt_with_tpm
 from trustauthority.keyserver import KEY_BYTES
 from trustauthority.schemas import KeyReleaseIn
@@ -101,7 +102,7 @@ def release_key(state_dir: StateDir, blob: str, workload: str, *, attest_if_need
     """
     parsed = parse_blob(blob)
     try:
-        released = _release_online(state_dir, blob, workload,
+        released = _release_online(state_dir, blob, parsed, workload,
                                    attest_if_needed=attest_if_needed, event_log=event_log)
     except BackendUnavailable:
         kept = persisted_key(state_dir, parsed.key_id) if persist else None
@@ -118,9 +119,8 @@ def release_key(state_dir: StateDir, blob: str, workload: str, *, attest_if_need
     return released
 
 
-def _release_online(state_dir: StateDir, blob: str, workload: str, *,
+def _release_online(state_dir: StateDir, blob: str, parsed: WrappedKeyBlob, workload: str, *,
                     attest_if_needed: bool, event_log: str | None) -> ReleasedKey:
-    parsed = parse_blob(blob)
     state = state_dir.load()
     token = current_token(state_dir, attest_if_needed=attest_if_needed, event_log=event_log)
     request = KeyReleaseIn(blob=blob, workload=workload, token=token)
@@ -205,8 +205,12 @@ def persisted_key(state_dir: StateDir, key_id: str) -> bytes | None:
     except (OSError, ValueError, KeyError, TypeError, binascii.Error):
         log.warning("the sealed key copy %s is unreadable; ignored", source)
         return None
-    with AgentTpm(state_dir.load().tcti) as tpm:
-        key = tpm.unseal(sealed)
+    try:
+        with AgentTpm(state_dir.load().tcti) as tpm:
+            key = tpm.unseal(sealed)
+    except TrustAuthorityError as error:  # the outage the caller met is the error to report
+        log.warning("the sealed key copy %s does not open: %s", source, error)
+        return None
     if key is None:
         log.warning("the sealed copy of key %s does not open: this boot differs from the one "
                     "it was sealed in", key_id)

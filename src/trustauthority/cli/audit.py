@@ -223,22 +223,24 @@ def public_key(
     every audit key, retired ones included.  Example: `ta audit public-key --out audit-key.pem`
     """
     keys = call(ctx, as_json, lambda client: client.audit_keys())
+    listed = [key.model_dump(mode="json") for key in keys]
+    if as_json and out is None:
+        print_json(listed)
+        return
     active = next((key for key in keys if key.active), None)
-    if out is not None or not as_json:
-        if active is None:
-            fail("the service has no active audit key; run `trustauthority init` on its data "
-                 "dir", EXIT_UNAVAILABLE, as_json=as_json)
-        if out is None:
-            sys.stdout.write(active.public_pem)
-            return
-        try:
-            out.write_text(active.public_pem)
-        except OSError as error:
-            fail(f"cannot write {out}: {error.strerror or error}; check the path",
-                 as_json=as_json)
+    if active is None:
+        fail("the service has no active audit key; run `trustauthority init` on its data dir",
+             EXIT_UNAVAILABLE, as_json=as_json)
+    if out is None:
+        sys.stdout.write(active.public_pem)
+        return
+    try:
+        out.write_text(active.public_pem)
+    except OSError as error:
+        fail(f"cannot write {out}: {error.strerror or error}; check the path", as_json=as_json)
     if as_json:
-        print_json([key.model_dump(mode="json") for key in keys])
-    elif active is not None:
+        print_json(listed)
+    else:
         console.print(f"audit public key {active.kid} written to {out}", markup=False)
 
 

@@ -242,13 +242,13 @@ class AttestationService:
         nonce = secrets.token_bytes(NONCE_BYTES)
         with self._db.session() as session:
             host = self._host_of(session, caller)
-            self._drop_expired_nonces(session, now)
+            self._sweep(session, now)
             session.execute(_ADD_NONCE, {"nonce": nonce.hex(), "host_id": host.id,
                                          "expires_at": now + NONCE_LIFETIME})
             pcrs = tuple(sorted(QUOTED_PCRS | policy_of(host.policy).pcrs))
         return Challenge(nonce, now + NONCE_LIFETIME, pcrs)
 
-    def _drop_expired_nonces(self, session: Session, now: datetime) -> None:
+    def _sweep(self, session: Session, now: datetime) -> None:
         """Unanswered challenges are dropped once expired, so the table stays small, and
         attestation records older than `history` go too: every minute or so per process (each
         replica sweeps for all), not on every challenge."""

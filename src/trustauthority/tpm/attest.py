@@ -135,7 +135,7 @@ def _parse_quote_fast(data: bytes) -> TpmsAttest | None:
     if pos + digest_size != end or len(signer) != signer_size or len(extra) != extra_size:
         return None
     clock_info = new_frozen(ClockInfo, {"clock": clock, "reset_count": reset_count,
-                                  "restart_count": restart_count, "safe": safe == 1})
+                                        "restart_count": restart_count, "safe": safe == 1})
     quote_info = new_frozen(QuoteInfo, {"pcr_select": selection, "pcr_digest": pcr_digest})
     return new_frozen(TpmsAttest, {
         "magic": magic, "type": attest_type, "qualified_signer": signer, "extra_data": extra,
