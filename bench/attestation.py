@@ -11,6 +11,12 @@ What is measured
   a host token), same hosts, same concurrency, same client: what the HTTP + TLS + auth stack
   costs on its own. An attestation is two requests, so att ÷ whoami ≈ 50 % would mean the
   attestation logic costs no more than a whoami.
+- **reference 3, the empty app's requests/s**: a FastAPI app whose one `async` route answers a
+  constant (no middleware, auth, thread hand-off or database), served exactly as `ta serve`
+  serves the product (`trustauthority.api.server.uvicorn_config`: same certificate, TLS
+  settings, protocol class), same hosts, concurrency and client. Its server CPU per request is
+  what the HTTP + TLS stack costs by itself; its client CPU per request is what the load
+  generators cost. From both, the report derives the budget the target leaves per attestation.
 - **reference 2, pure verification/s**: in this process, one thread, no server, the checks an
   attestation runs on the same kind of evidence (`parse_tpm2b_public` of the AK, `verify_quote`,
   `parse_event_log`, `verify_evidence`, `verify_certify`). It is measured before and after the
@@ -121,7 +127,7 @@ TARGET = 500.0
 CLUSTER = "bench"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-Kind = Literal["whoami", "attest"]
+Kind = Literal["whoami", "attest", "empty"]
 #: wide enough for the tables when the output is a file or a pipe
 console = Console(width=None if sys.stdout.isatty() else 150)
 
@@ -162,6 +168,8 @@ class WorkerConfig:
     infra_token: str
     host_names: tuple[str, ...]
     threads: int
+    #: the empty reference app (`serve_empty`), on a port of its own
+    empty_url: str
 
 
 @dataclass(frozen=True)
@@ -225,13 +233,14 @@ def attest(client: httpx.Client, host: SimHost) -> str | None:
 
 
 OPERATIONS: dict[Kind, Callable[[httpx.Client, SimHost], str | None]] = {
-    "whoami": whoami, "attest": attest}
+    "whoami": whoami, "attest": attest, "empty": whoami}
 
 
 def _run_thread(config: WorkerConfig, context: ssl.SSLContext, phase: Phase,
                 hosts: list[SimHost], result: PhaseResult) -> None:
     operation = OPERATIONS[phase.kind]
-    with httpx.Client(base_url=config.url, verify=context, timeout=60) as client:
+    url = config.empty_url if phase.kind == "empty" else config.url
+    with httpx.Client(base_url=url, verify=context, timeout=60) as client:
         time.sleep(max(0.0, phase.start_at - time.monotonic()))
         turn = 0
         while time.monotonic() < phase.measure_until:
@@ -392,6 +401,8 @@ class Server:
         self.env = _environment(work)
         self.data_dir = work / "data"
         self.port = free_port()
+        self.empty_port = free_port()
+        self.empty_process: subprocess.Popen[bytes] | None = None
         command = [str(TA), "init", "--data-dir", str(self.data_dir), "--port", str(self.port),
                    "--json"]
         if database_url is not None:
@@ -412,16 +423,32 @@ class Server:
         with self.log_file.open("wb") as log:
             self.process = subprocess.Popen(command, env=self.env, stdout=log,
                                             stderr=subprocess.STDOUT)
+        self._wait_until_up(self.process, f"{self.url}/healthz", "ta serve")
+
+    @property
+    def empty_url(self) -> str:
+        return f"https://127.0.0.1:{self.empty_port}"
+
+    def start_empty(self) -> None:
+        """The empty reference app (`serve_empty`) beside the server, on its own port."""
+        command = [sys.executable, __file__, "--serve-empty", str(self.data_dir),
+                   str(self.empty_port)]
+        with self.log_file.open("ab") as log:
+            self.empty_process = subprocess.Popen(command, env=self.env, stdout=log,
+                                                  stderr=subprocess.STDOUT)
+        self._wait_until_up(self.empty_process, f"{self.empty_url}/v1/whoami", "the empty app")
+
+    def _wait_until_up(self, process: subprocess.Popen[bytes], url: str, what: str) -> None:
         context = ssl.create_default_context(cafile=str(self.ca_file))
         deadline = time.monotonic() + 60
         while True:
             try:
-                httpx.get(f"{self.url}/healthz", verify=context, timeout=2)
+                httpx.get(url, verify=context, timeout=2)
                 return
             except httpx.TransportError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
+                if process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"ta serve did not start:\n{self.log_tail()}") from None
+                    raise RuntimeError(f"{what} did not start:\n{self.log_tail()}") from None
                 time.sleep(0.1)
 
     def log_tail(self, lines: int = 30) -> str:
@@ -431,13 +458,15 @@ class Server:
         return TrustAuthorityClient(self.url, Credentials(self.admin_token), ca_file=self.ca_file)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        for process in (self.process, self.empty_process):
+            if process is None or process.poll() is not None:
+                continue
+            process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=20)
+                process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                process.kill()
+                process.wait()
 
 
 def set_up_fleet(server: Server) -> str:
@@ -502,6 +531,7 @@ class DatabaseRun:
     client_processes: int
     attest: PhaseOutcome
     whoami: PhaseOutcome | None  # not measured with --profile
+    empty: PhaseOutcome | None  # not measured with --profile
 
 
 def _sleep_until(moment: float) -> None:
@@ -515,10 +545,12 @@ def measure(kind: Kind, workers: list[Worker], args: argparse.Namespace,
     for worker in workers:
         worker.connection.send(phase)
     client_pids = [worker.process.pid for worker in workers if worker.process.pid is not None]
+    serving = server.empty_process if kind == "empty" else server.process
+    assert serving is not None
 
     def sample() -> CpuSample:
         busy, total = machine_cpu()
-        return CpuSample(process_cpu([server.process.pid, *child_pids(server.process.pid)]),
+        return CpuSample(process_cpu([serving.pid, *child_pids(serving.pid)]),
                          postgres_cpu(database) if database is not None else {},
                          process_cpu(client_pids), busy, total)
 
@@ -562,7 +594,8 @@ def run_database(database: str, args: argparse.Namespace) -> DatabaseRun:
                     threads = concurrency // processes + (index < concurrency % processes)
                     ours, theirs = context.Pipe()
                     config = WorkerConfig(server.url, str(server.ca_file), server.admin_token,
-                                          infra_token, tuple(names[index::processes]), threads)
+                                          infra_token, tuple(names[index::processes]), threads,
+                                          server.empty_url)
                     process = context.Process(target=worker_main, args=(theirs, config),
                                               daemon=True)
                     process.start()
@@ -574,8 +607,11 @@ def run_database(database: str, args: argparse.Namespace) -> DatabaseRun:
                               f"{time.monotonic() - started:.1f} s; measuring "
                               f"{args.warmup:.0f} s warm-up + {args.seconds:.0f} s per phase")
                 attested = measure("attest", workers, args, server, cluster)
-                whoami_phase = (None if args.profile is not None
-                                else measure("whoami", workers, args, server, cluster))
+                whoami_phase = empty_phase = None
+                if args.profile is None:
+                    whoami_phase = measure("whoami", workers, args, server, cluster)
+                    server.start_empty()
+                    empty_phase = measure("empty", workers, args, server, cluster)
             except BaseException:
                 if server.process.poll() is not None:
                     console.print(f"[red]server log:[/]\n{server.log_tail()}")
@@ -594,7 +630,8 @@ def run_database(database: str, args: argparse.Namespace) -> DatabaseRun:
                 cluster.stop()
             if cluster_dir is not None:
                 shutil.rmtree(cluster_dir, ignore_errors=True)
-    return DatabaseRun(database, args.hosts, concurrency, processes, attested, whoami_phase)
+    return DatabaseRun(database, args.hosts, concurrency, processes, attested, whoami_phase,
+                       empty_phase)
 
 
 # -- --profile: the server under cProfile --------------------------------------------------------
@@ -693,6 +730,28 @@ def profiled_serve(data_dir: Path, out: Path) -> None:
             del total[function]
         with out.open("wb") as file:
             marshal.dump(total, file)  # the format pstats.Stats reads
+
+
+def serve_empty(data_dir: Path, port: int) -> None:
+    """The reference for what the HTTP stack costs on its own: a FastAPI app with one `async`
+    route answering a constant (no middleware, no authentication, no thread hand-off, no
+    database), served exactly as `ta serve` serves the product (`uvicorn_config`: the same
+    certificate, TLS settings and protocol class). Its rate under the same clients is the most
+    any FastAPI + uvicorn server can answer on this machine, one request per operation."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    from trustauthority.api.server import ServeOptions, uvicorn_config
+    from trustauthority.service.config import load_config
+
+    app = FastAPI()
+
+    @app.get("/v1/whoami")
+    async def answer() -> dict[str, str]:
+        return {"name": "empty", "kind": "reference"}
+
+    options = ServeOptions(data_dir, host="127.0.0.1", port=port)
+    uvicorn.Server(uvicorn_config(app, options, load_config(data_dir))).run()
 
 
 #: where self time is spent, by library: the first matching pattern of a function's file (or of
@@ -848,22 +907,25 @@ def _errors(outcome: PhaseOutcome) -> None:
 
 
 def _phases(run: DatabaseRun) -> list[PhaseOutcome]:
-    return [run.attest] + ([run.whoami] if run.whoami is not None else [])
+    return [phase for phase in (run.attest, run.whoami, run.empty) if phase is not None]
 
 
 def report(runs: list[DatabaseRun], verify_per_second: float) -> None:
     cores = os.cpu_count() or 1
     table = Table("database", "hosts / C", "attestations/s", "p50 ms", "p99 ms", "whoami/s",
-                  "att ÷ whoami", "verify/s (mean)", "att ÷ verify", "att per server CPU-s",
+                  "att ÷ whoami", "empty app req/s", "verify/s (mean)",
+                  "att ÷ verify", "att per server CPU-s",
                   title="Full attestations (challenge + evidence + token) against one server")
     for run in runs:
         attested, whoami_phase = run.attest, run.whoami
         server_cpu = attested.cpu.server
         whoami_rate = whoami_phase.rate if whoami_phase is not None else float("nan")
+        empty_rate = run.empty.rate if run.empty is not None else float("nan")
         table.add_row(
             run.database, f"{run.hosts} / {run.concurrency}", f"{attested.rate:,.0f}",
             f"{attested.percentile(0.50):.1f}", f"{attested.percentile(0.99):.1f}",
             f"{whoami_rate:,.0f}", f"{attested.rate / whoami_rate:.0%}",
+            f"{empty_rate:,.0f}",
             f"{verify_per_second:,.0f}", f"{attested.rate / verify_per_second:.0%}",
             f"{len(attested.result.latencies) / server_cpu:,.0f}" if server_cpu else "—")
     console.print()
@@ -905,6 +967,34 @@ def report(runs: list[DatabaseRun], verify_per_second: float) -> None:
             console.print(f"  sqlite: {rate:,.0f}/s — {verdict}")
         else:
             console.print(f"  {run.database}: {rate:,.0f}/s (reported, no target)")
+    sqlite = next((run for run in runs if run.database == "sqlite"), None)
+    if sqlite is not None and sqlite.empty is not None:
+        _budget(sqlite.attest, sqlite.empty, verify_per_second)
+
+
+def _budget(attested: PhaseOutcome, empty: PhaseOutcome, verify_per_second: float) -> None:
+    """What the target leaves per attestation, beside what the empty app and the pure
+    verification cost: one server process uses about one core."""
+    def per_operation(outcome: PhaseOutcome, cpu_seconds: float) -> float:
+        count = len(outcome.result.latencies)
+        return cpu_seconds / count * 1000 if count else float("nan")
+
+    ours = per_operation(attested, attested.cpu.server)
+    http = 2 * per_operation(empty, empty.cpu.server)
+    verification = 1000 / verify_per_second
+    clients = per_operation(empty, empty.cpu.clients)
+    console.print(
+        f"  server CPU per attestation: {ours:.2f} ms here; the target allows "
+        f"{1000 / TARGET:.2f} ms (one core ÷ {TARGET:,.0f}/s), of which the HTTP stack alone takes "
+        f"{http:.2f} ms (two requests to the empty reference app: {empty.rate:,.0f} req/s at "
+        f"{empty.cores(empty.cpu.server):.2f} cores) and the pure verification {verification:.2f} "
+        f"ms: {max(0.0, 1000 / TARGET - http - verification):.2f} ms would be left for "
+        f"authentication, the database, the token and JSON", highlight=False)
+    console.print(
+        f"  the load generators spent {clients:.2f} ms of CPU per request against the empty app: "
+        f"at {TARGET:,.0f} attestations/s they alone would need "
+        f"{2 * clients * TARGET / 1000:.1f} of this machine's {os.cpu_count()} cores",
+        highlight=False)
 
 
 def main() -> None:
@@ -927,9 +1017,14 @@ def main() -> None:
                              "whoami phase is skipped and the rates are the profiled server's")
     parser.add_argument("--serve-profiled", nargs=2, metavar=("DATA_DIR", "FILE"),
                         help=argparse.SUPPRESS)  # the server process that --profile starts
+    parser.add_argument("--serve-empty", nargs=2, metavar=("DATA_DIR", "PORT"),
+                        help=argparse.SUPPRESS)  # the empty reference app (`serve_empty`)
     args = parser.parse_args()
     if args.serve_profiled is not None:
         profiled_serve(Path(args.serve_profiled[0]), Path(args.serve_profiled[1]))
+        return
+    if args.serve_empty is not None:
+        serve_empty(Path(args.serve_empty[0]), int(args.serve_empty[1]))
         return
     if args.hosts < 1 or args.concurrency < 1 or args.seconds <= 0:
         parser.error("--hosts, --concurrency and --seconds must be positive")

@@ -24,6 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from trustauthority.api.app import create_app
 from trustauthority.api.tlsinfo import ClientCertProtocol
@@ -66,6 +67,15 @@ def build_server(options: ServeOptions) -> tuple[uvicorn.Server, Platform]:
     platform = open_platform(options.data_dir, config,
                              config.issuer or f"{scheme}://{host}:{port}")
     app = create_app(platform, max_request_bytes=config.max_request_bytes)
+    return uvicorn.Server(uvicorn_config(app, options, config)), platform
+
+
+def uvicorn_config(app: ASGIApp, options: ServeOptions, config: ServiceConfig) -> uvicorn.Config:
+    """How `serve` runs an ASGI app: HTTPS (TLS 1.2+, client certificates optional), httptools
+    with the client-certificate extension, no lifespan, no server header. Also what the
+    benchmarks serve their empty reference app with, so the two differ only in the app."""
+    host = options.host or config.listen_host
+    port = options.port if options.port is not None else config.listen_port
     # uvicorn runs on uvloop (a dependency) by itself; the protocol is ours for client certs
     common = {"host": host, "port": port, "http": ClientCertProtocol, "lifespan": "off",
               "server_header": False, "timeout_graceful_shutdown": 10, "log_config": None,
@@ -86,7 +96,7 @@ def build_server(options: ServeOptions) -> tuple[uvicorn.Server, Platform]:
     uv_config.load()
     if uv_config.ssl is not None:
         uv_config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
-    return uvicorn.Server(uv_config), platform
+    return uv_config
 
 
 def serve(options: ServeOptions) -> None:

@@ -7,11 +7,13 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from datetime import timedelta
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import ValidationError
 
+from trustauthority.api.offload import run_blocking
 from trustauthority.api.routes.convert import b64decode, json_response
 from trustauthority.api.security import Requires, platform_of
 from trustauthority.schemas import (
@@ -170,9 +172,10 @@ def delete_host(request: Request, caller: Manager, name: Name) -> HostOut:
 # -- attestation ------------------------------------------------------------------------------
 
 @attestation.post("/attestation/challenge", response_model=ChallengeOut)
-def challenge(request: Request, caller: Attester) -> Response:
+async def challenge(request: Request, caller: Attester) -> Response:
     """A single-use nonce (valid two minutes) and the PCRs to quote."""
-    issued = platform_of(request).attestation.challenge(caller)
+    issued = await run_blocking(request, partial(platform_of(request).attestation.challenge,
+                                                 caller))
     return json_response(ChallengeOut(nonce=base64.b64encode(issued.nonce).decode(),
                                       expires_at=issued.expires_at, bank="sha256",
                                       pcrs=list(issued.pcrs)))
@@ -192,13 +195,13 @@ def result_out(result: AttestationResult) -> AttestationResultOut:
 
 
 @attestation.post("/attestation/evidence", response_model=AttestationResultOut)
-def evidence(request: Request, caller: Attester, body: EvidenceIn) -> Response:
+async def evidence(request: Request, caller: Attester, body: EvidenceIn) -> Response:
     """The quote, PCR values, event log and certified binding key answering a challenge: the
     verdict, with a token when trusted or the first failed check when not."""
     pcrs: dict[str, dict[int, bytes]] = {
         bank: {int(pcr): bytes.fromhex(value) for pcr, value in values.items()}
         for bank, values in body.pcrs.items()}
-    result = platform_of(request).attestation.submit(caller, request.state.request_id, Evidence(
+    evidence = Evidence(
         nonce=b64decode(body.nonce, "nonce"),
         quote_attest=b64decode(body.quote.attest, "quote.attest"),
         quote_signature=b64decode(body.quote.signature, "quote.signature"),
@@ -206,5 +209,7 @@ def evidence(request: Request, caller: Attester, body: EvidenceIn) -> Response:
         binding_key_public=b64decode(body.binding_key.public, "binding_key.public"),
         certify_attest=b64decode(body.binding_key.certify_attest, "binding_key.certify_attest"),
         certify_signature=b64decode(body.binding_key.certify_signature,
-                                    "binding_key.certify_signature")))
+                                    "binding_key.certify_signature"))
+    result = await run_blocking(request, partial(platform_of(request).attestation.submit,
+                                                 caller, request.state.request_id, evidence))
     return json_response(result_out(result))

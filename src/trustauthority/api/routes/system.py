@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
+from trustauthority.api.offload import run_blocking
 from trustauthority.api.routes.convert import principal_out
 from trustauthority.api.security import Requires, platform_of
 from trustauthority.schemas import Health, Readiness, TokenKeyRotated, WhoAmI
@@ -22,10 +24,10 @@ def healthz() -> Health:
 
 
 @public.get("/.well-known/jwks.json")
-def jwks(request: Request) -> dict[str, list[dict[str, str]]]:
+async def jwks(request: Request) -> dict[str, list[dict[str, str]]]:
     """The public keys that verify attestation tokens (RFC 7517), for hosts and relying
     parties; a rotated-out key stays here until the tokens it signed have expired."""
-    return platform_of(request).jwks().to_dict()
+    return (await run_blocking(request, platform_of(request).jwks)).to_dict()
 
 
 @public.get("/readyz", response_model=Readiness)
@@ -38,9 +40,9 @@ def readyz(request: Request) -> Readiness:
 
 
 @router.get("/whoami", response_model=WhoAmI)
-def whoami(request: Request,
-           caller: Annotated[Caller, Depends(Requires(Permission.SELF_READ))]) -> WhoAmI:
-    view = platform_of(request).principals.whoami(caller)
+async def whoami(request: Request,
+                 caller: Annotated[Caller, Depends(Requires(Permission.SELF_READ))]) -> WhoAmI:
+    view = await run_blocking(request, partial(platform_of(request).principals.whoami, caller))
     return WhoAmI(principal=principal_out(view), credential=caller.credential)
 
 

@@ -1,0 +1,40 @@
+"""Where a request's blocking work runs: on the event loop, or in the thread pool.
+
+The use cases are synchronous (SQLAlchemy, cryptography). FastAPI runs a sync route, and each
+sync dependency, in its thread pool: two hand-offs per request. Under the GIL a hand-off buys
+no parallel CPU; what it buys is overlap with waiting for I/O. With a SQLite store the hot
+paths wait for no network, and the hand-off costs more than most of the work it moves: the
+worker and the event-loop thread trade the GIL at every sqlite3 call (each one releases it).
+On the 2-core machine the benchmarks run on, each hand-off cost ~1.5 ms of server CPU, and a
+whoami went from 6.6 to 3.2 ms without them (`bench/attestation.py` measures both).
+
+So `run_blocking` runs the work inline when the store is SQLite, and in the thread pool when it
+is PostgreSQL, where every statement is a network round trip that other requests can use.
+Authentication (`Requires`) and the hot, short routes (attestation challenge and evidence,
+whoami, the JWKS) go through it. Routes that call key servers, or may run long (exports,
+imports, backups), stay sync routes: always in the pool, so they never stall the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from trustauthority.service.platform import Platform
+
+T = TypeVar("T")
+
+
+def platform_of(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    return platform
+
+
+async def run_blocking(request: Request, work: Callable[[], T]) -> T:
+    """`work()`, inline with a SQLite store, in the thread pool with a network database."""
+    if platform_of(request).db.dialect == "sqlite":
+        return work()
+    return await run_in_threadpool(work)
