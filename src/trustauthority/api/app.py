@@ -106,7 +106,10 @@ def _document_errors(app: FastAPI) -> dict[str, Any]:
     return document
 
 
-def create_app(platform: Platform, *, max_request_bytes: int = 1_048_576) -> FastAPI:
+def create_app(platform: Platform, *, max_request_bytes: int = 1_048_576,
+               blocking_inline: bool = False) -> FastAPI:
+    """The API. `blocking_inline`: run authentication and the hot routes' work on the event
+    loop instead of the thread pool (`offload`; for one process on SQLite)."""
     app = FastAPI(
         title="Trust Authority", version=__version__,
         description="Attest TPM 2.0 hosts; release keys only to hosts trusted right now.",
@@ -114,6 +117,7 @@ def create_app(platform: Platform, *, max_request_bytes: int = 1_048_576) -> Fas
         redoc_url=None,
     )
     app.state.platform = platform
+    app.state.blocking_inline = blocking_inline
     errors.install(app)
     app.include_router(system.public)
     for router in V1_ROUTERS:

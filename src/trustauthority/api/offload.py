@@ -8,11 +8,14 @@ worker and the event-loop thread trade the GIL at every sqlite3 call (each one r
 On the 2-core machine the benchmarks run on, each hand-off cost ~1.5 ms of server CPU, and a
 whoami went from 6.6 to 3.2 ms without them (`bench/attestation.py` measures both).
 
-So `run_blocking` runs the work inline when the store is SQLite, and in the thread pool when it
-is PostgreSQL, where every statement is a network round trip that other requests can use.
-Authentication (`Requires`) and the hot, short routes (attestation challenge and evidence,
-whoami, the JWKS) go through it. Routes that call key servers, or may run long (exports,
-imports, backups), stay sync routes: always in the pool, so they never stall the loop.
+So `run_blocking` runs the work inline when the server is one process on a SQLite store
+(`create_app(blocking_inline=True)`, decided by `serve`), and in the thread pool otherwise:
+with PostgreSQL every statement is a network round trip that other requests can use, and with
+several processes on one SQLite file a writer may wait in SQLite's busy handler for another
+process, which must not stall the loop. Authentication (`Requires`) and the hot, short routes
+(attestation challenge and evidence, whoami, the JWKS) go through it. Routes that call key
+servers, or may run long (exports, imports, backups), stay sync routes: always in the pool, so
+they never stall the loop.
 """
 
 from __future__ import annotations
@@ -33,8 +36,13 @@ def platform_of(request: Request) -> Platform:
     return platform
 
 
+def inline_is_cheaper(dialect: str, processes: int) -> bool:
+    """Whether `serve` should run blocking work inline (see the module docstring)."""
+    return dialect == "sqlite" and processes == 1
+
+
 async def run_blocking(request: Request, work: Callable[[], T]) -> T:
-    """`work()`, inline with a SQLite store, in the thread pool with a network database."""
-    if platform_of(request).db.dialect == "sqlite":
+    """`work()`, inline or in the thread pool as the app was created to (module docstring)."""
+    if request.app.state.blocking_inline:
         return work()
     return await run_in_threadpool(work)

@@ -27,6 +27,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from trustauthority.api.app import create_app
+from trustauthority.api.offload import inline_is_cheaper
 from trustauthority.api.tlsinfo import ClientCertProtocol
 from trustauthority.errors import ConfigError
 from trustauthority.service.config import ServiceConfig, load_config
@@ -66,7 +67,8 @@ def build_server(options: ServeOptions) -> tuple[uvicorn.Server, Platform]:
     scheme = "http" if options.insecure_http else "https"
     platform = open_platform(options.data_dir, config,
                              config.issuer or f"{scheme}://{host}:{port}")
-    app = create_app(platform, max_request_bytes=config.max_request_bytes)
+    app = create_app(platform, max_request_bytes=config.max_request_bytes,
+                     blocking_inline=inline_is_cheaper(platform.db.dialect, options.workers))
     return uvicorn.Server(uvicorn_config(app, options, config)), platform
 
 
