@@ -10,7 +10,9 @@ import pytest
 
 from tests.support.inprocess import InProcessService
 from tests.support.sim_host import SimHost
-from trustauthority.service.config import ServiceConfig
+from trustauthority.api.server import open_platform
+from trustauthority.service.attestation import HISTORY_SWEEP_BATCH
+from trustauthority.service.config import ServiceConfig, load_config, write_config
 from trustauthority.store.models import AttestationRecord
 
 REQUEST = "history"
@@ -23,15 +25,21 @@ def service(tmp_path: Path) -> Iterator[InProcessService]:
     started.close()
 
 
-def test_records_older_than_the_retention_are_swept_and_newer_ones_kept(
-        service: InProcessService) -> None:
-    platform = service.platform
-    platform.tpm_trust.set_settings(service.admin, REQUEST, require_ek_certificate=False,
-                                    allow_ek_allowlist=True)
+def _enrolled(service: InProcessService) -> tuple[str, str]:
+    """Host web-1, enrolled: its id and its credential."""
+    service.platform.tpm_trust.set_settings(service.admin, REQUEST,
+                                            require_ek_certificate=False,
+                                            allow_ek_allowlist=True)
     host = SimHost.create("web-1")
     service.allow(host)
     _state, credential = service.enroll(host)
-    host_id = platform.hosts.get(service.infra, "web-1").id
+    return service.platform.hosts.get(service.infra, "web-1").id, credential
+
+
+def test_records_older_than_the_retention_are_swept_and_newer_ones_kept(
+        service: InProcessService) -> None:
+    platform = service.platform
+    host_id, credential = _enrolled(service)
     now = datetime.now(UTC)
     ages = [timedelta(days=days) for days in (400, 91, 89, 1)]
     with platform.db.session() as session:
@@ -52,3 +60,34 @@ def test_the_retention_is_a_setting_with_sane_bounds() -> None:
     for bad in (0, -1, 100_000):
         with pytest.raises(ValueError, match="attestation_history_days"):
             ServiceConfig(database_url="sqlite:///x.db", attestation_history_days=bad)
+
+
+def test_a_backlog_larger_than_a_batch_is_swept_batch_by_batch_on_the_next_challenges(
+        service: InProcessService) -> None:
+    platform = service.platform
+    host_id, credential = _enrolled(service)
+    old = datetime.now(UTC) - timedelta(days=200)
+    with platform.db.session() as session:
+        session.add_all(AttestationRecord(host_id=host_id, at=old, status="trusted", reason="old")
+                        for _ in range(HISTORY_SWEEP_BATCH + 3))
+    caller = service.caller(credential)
+
+    def left() -> int:
+        return len(platform.hosts.history(service.infra, "web-1", limit=1000))
+
+    platform.attestation.challenge(caller)  # one batch: a short transaction
+    assert left() == 3
+    platform.attestation.challenge(caller)  # behind, so the next challenge sweeps again
+    assert left() == 0
+
+
+def test_the_configured_retention_is_what_the_service_keeps(tmp_path: Path) -> None:
+    started = InProcessService.create(tmp_path, REQUEST)
+    started.close()
+    write_config(tmp_path, load_config(tmp_path).model_copy(
+        update={"attestation_history_days": 7}))
+    platform = open_platform(tmp_path, load_config(tmp_path))
+    try:
+        assert platform.attestation.history == timedelta(days=7)
+    finally:
+        platform.db.dispose()

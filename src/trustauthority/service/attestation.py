@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
 
 from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from trustauthority.errors import (
@@ -254,9 +255,13 @@ class AttestationService:
         replica sweeps for all), not on every challenge."""
         if now < self._next_sweep:
             return
-        self._next_sweep = now + NONCE_SWEEP_INTERVAL
         session.execute(_DROP_EXPIRED_NONCES, {"now": now})
-        session.execute(_DROP_OLD_RECORDS, {"cutoff": now - self.history})
+        dropped = cast(CursorResult[Any], session.execute(
+            _DROP_OLD_RECORDS, {"cutoff": now - self.history})).rowcount
+        # a full batch means more is waiting (a fleet that attests faster than a batch a
+        # minute, or the first sweep after an upgrade): the next challenge takes the next batch
+        behind = dropped >= HISTORY_SWEEP_BATCH
+        self._next_sweep = now if behind else now + NONCE_SWEEP_INTERVAL
 
     # -- 1.-4. evidence ----------------------------------------------------------------------
 
