@@ -432,6 +432,21 @@ def test_an_untouched_log_verifies(audited: AuditedPlatform) -> None:
         "auditor-7", "denied", "principal.create")
 
 
+def test_entries_appended_on_a_bare_connection_chain_and_checkpoint_alike(
+        audited: AuditedPlatform) -> None:
+    """The hot paths (attestation, key release) append through `Database.writing()`."""
+    platform = audited.platform
+    for index in range(INTERVAL):  # 27..32: crosses the checkpoint at 29
+        with platform.db.writing() as connection:
+            platform.audit.record(connection, principal="web-1", role="host",
+                                  action="attestation.failure", target="web-1",
+                                  outcome="failure", request_id=f"req-hot-{index}")
+    result = _verify(audited, audited.pinned)
+    assert result.entries == ENTRIES + INTERVAL
+    assert result.checkpoints == len(CHECKPOINTS) + 1
+    assert result.last_checkpoint == CHECKPOINTS[-1] + INTERVAL
+
+
 @pytest.mark.parametrize(("change", "sequence", "word"), CASES)
 def test_tampering_in_the_database_is_caught(audited: AuditedPlatform,
                                              change: Callable[[Connection], None],

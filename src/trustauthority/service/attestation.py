@@ -33,7 +33,6 @@ from typing import Any, Protocol, cast
 
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.orm import Session
 
 from trustauthority.errors import (
     AlgorithmNotAllowed,
@@ -50,7 +49,7 @@ from trustauthority.service.baselines import BaselineService
 from trustauthority.service.clusters import policy_of
 from trustauthority.service.keys import KeyPurpose, ServiceKeys
 from trustauthority.service.tpmtrust import TpmTrustService
-from trustauthority.store.db import Database
+from trustauthority.store.db import Database, Transaction
 from trustauthority.store.models import (
     AttestationNonce,
     AttestationRecord,
@@ -225,7 +224,7 @@ class AttestationService:
         self.history = history
         self._next_sweep = datetime.min.replace(tzinfo=UTC)
 
-    def _host_of(self, session: Session, caller: Caller) -> _HostRow:
+    def _host_of(self, session: Transaction, caller: Caller) -> _HostRow:
         """The caller's host row with its cluster's (`_HOST_AND_CLUSTER`)."""
         host = session.execute(_HOST_AND_CLUSTER, {"principal_id": caller.principal_id}).first()
         if host is None:
@@ -241,7 +240,7 @@ class AttestationService:
         authorize(caller, Permission.ATTEST)
         now = self._clock()
         nonce = secrets.token_bytes(NONCE_BYTES)
-        with self._db.session() as session:
+        with self._db.writing() as session:
             host = self._host_of(session, caller)
             self._sweep(session, now)
             session.execute(_ADD_NONCE, {"nonce": nonce.hex(), "host_id": host.id,
@@ -249,7 +248,7 @@ class AttestationService:
             pcrs = tuple(sorted(QUOTED_PCRS | policy_of(host.policy).pcrs))
         return Challenge(nonce, now + NONCE_LIFETIME, pcrs)
 
-    def _sweep(self, session: Session, now: datetime) -> None:
+    def _sweep(self, session: Transaction, now: datetime) -> None:
         """Unanswered challenges are dropped once expired, so the table stays small, and
         attestation records older than `history` go too: every minute or so per process (each
         replica sweeps for all), not on every challenge."""
@@ -275,7 +274,7 @@ class AttestationService:
         """Spend the nonce (one DELETE: single use on every replica); a refusal is audited in
         the same transaction, so an expired nonce is spent too."""
         now = self._clock()
-        with self._db.session() as session:
+        with self._db.writing() as session:
             host = self._host_of(session, caller)
             expires_at = session.execute(
                 _SPEND_NONCE, {"nonce": nonce.hex(), "host_id": host.id}).scalar()
@@ -294,7 +293,7 @@ class AttestationService:
                                details={"reason": str(refused), "type": refused.error_type})
         raise refused
 
-    def _context(self, session: Session, host: _HostRow) -> _Context:
+    def _context(self, session: Transaction, host: _HostRow) -> _Context:
         previous = None
         if host.last_reset_count is not None and host.last_clock is not None:
             previous = ClockInfo(clock=host.last_clock, reset_count=host.last_reset_count,
@@ -320,7 +319,7 @@ class AttestationService:
         failure = outcome.failure
         reason = failure.detail if failure is not None else (
             appraisal.summary if appraisal is not None else "")
-        with self._db.session() as session:
+        with self._db.writing() as session:
             # the state as it is now, locked: what a state change is audited against
             previous_state = session.execute(_LOCK_HOST_STATE, {"host_id": context.host_id}
                                              ).scalar()

@@ -31,6 +31,7 @@ from trustauthority.audit.chain import (
 )
 from trustauthority.errors import AuditChainBroken, ConfigError
 from trustauthority.service.keys import KeyPurpose, ServiceKeys
+from trustauthority.store.db import Transaction
 from trustauthority.store.models import AuditCheckpoint, AuditHead, AuditRecord, table_of
 
 CHECKPOINT_DOMAIN = b"trustauthority audit checkpoint v1\n"
@@ -95,7 +96,7 @@ class AuditLog:
         self._clock = clock
         self.checkpoint_interval = checkpoint_interval
 
-    def record(self, session: Session, *, principal: str, role: str, action: str,
+    def record(self, session: Transaction, *, principal: str, role: str, action: str,
                target: str, outcome: str, request_id: str,
                details: Mapping[str, Any] | None = None) -> AuditEntry:
         """Append one entry in `session`'s transaction (it commits or rolls back with it)."""
@@ -118,13 +119,14 @@ class AuditLog:
             self._sign(session, entry.sequence, entry.entry_hash)
         return entry
 
-    def _sign(self, session: Session, sequence: int, entry_hash: str) -> Checkpoint:
+    def _sign(self, session: Transaction, sequence: int, entry_hash: str) -> Checkpoint:
         kid, key = self._keys.signer(session, KeyPurpose.AUDIT)
         time = self._clock().isoformat()
         signature = key.sign(checkpoint_message(sequence, entry_hash, time, kid),
                              ec.ECDSA(hashes.SHA256()))
-        session.add(AuditCheckpoint(sequence=sequence, entry_hash=entry_hash, time=time, kid=kid,
-                                    signature=base64.urlsafe_b64encode(signature).decode()))
+        session.execute(insert(AuditCheckpoint).values(
+            sequence=sequence, entry_hash=entry_hash, time=time, kid=kid,
+            signature=base64.urlsafe_b64encode(signature).decode()))
         return Checkpoint(sequence, entry_hash, time, kid)
 
     def checkpoint(self, session: Session) -> Checkpoint | None:

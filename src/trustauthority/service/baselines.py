@@ -24,7 +24,7 @@ from trustauthority.service.audit import AuditLog
 from trustauthority.service.authz import Caller, Permission, authorize
 from trustauthority.service.clusters import find_cluster
 from trustauthority.service.names import check_name
-from trustauthority.store.db import Database
+from trustauthority.store.db import Database, Transaction
 from trustauthority.store.models import BaselineRecord, Cluster, ClusterBaseline, Host, table_of
 
 MAX_EVENT_LOG_BYTES = 512 * 1024
@@ -195,14 +195,14 @@ class BaselineService:
             session.flush()
             return self._view(session, row)
 
-    def active_for(self, session: Session, cluster_id: str) -> list[Baseline]:
+    def active_for(self, session: Transaction, cluster_id: str) -> list[Baseline]:
         """The baselines a cluster's hosts are appraised against (the service's own read, on
         every attestation). A stored version never changes, so each is parsed once per
         process and kept by its row id; only the ids are read each time."""
         ids = session.execute(_ACTIVE_IDS, {"cluster_id": cluster_id}).scalars().all()
         missing = [baseline_id for baseline_id in ids if baseline_id not in self._parsed]
         if missing:
-            for row in session.scalars(select(BaselineRecord)
+            for row in session.execute(select(BaselineRecord.id, BaselineRecord.document)
                                        .where(BaselineRecord.id.in_(missing))):
                 self._parsed[row.id] = Baseline.from_json(json.loads(row.document))
         return [self._parsed[baseline_id] for baseline_id in ids]

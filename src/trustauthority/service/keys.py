@@ -22,6 +22,7 @@ from sqlalchemy import Row, bindparam, select
 from sqlalchemy.orm import Session
 
 from trustauthority.errors import ConfigError
+from trustauthority.store.db import Transaction
 from trustauthority.store.masterkey import MasterKey
 from trustauthority.store.models import ServiceKey, table_of
 
@@ -97,14 +98,14 @@ class ServiceKeys:
     def create(self, session: Session, purpose: KeyPurpose) -> str:
         return self.store(session, purpose, ec.generate_private_key(ec.SECP256R1()))
 
-    def _active(self, session: Session, purpose: KeyPurpose) -> Row[Any, Any, Any]:
+    def _active(self, session: Transaction, purpose: KeyPurpose) -> Row[Any, Any, Any]:
         """The newest unretired key of `purpose` (kid, private_sealed, certificate_pem)."""
         row = session.execute(_ACTIVE_KEY, {"purpose": purpose.value}).first()
         if row is None:
             raise ConfigError(f"the store holds no {purpose.value} key; run `trustauthority init`")
         return row
 
-    def signer(self, session: Session, purpose: KeyPurpose,
+    def signer(self, session: Transaction, purpose: KeyPurpose,
                ) -> tuple[str, ec.EllipticCurvePrivateKey]:
         row = self._active(session, purpose)
         with self._lock:

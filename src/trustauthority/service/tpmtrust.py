@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from trustauthority.errors import Conflict, NotFound, UsageError
 from trustauthority.service.audit import AuditLog
 from trustauthority.service.authz import Caller, Permission, authorize
-from trustauthority.store.db import Database
+from trustauthority.store.db import Database, Transaction
 from trustauthority.store.models import AllowedEk, Setting, TpmCa, table_of
 
 _SETTINGS_KEY = "tpm"
@@ -245,7 +245,7 @@ class TpmTrustService:
 
     # -- settings ----------------------------------------------------------------------------
 
-    def current_settings(self, session: Session) -> TpmSettings:
+    def current_settings(self, session: Transaction) -> TpmSettings:
         value = session.execute(_READ_SETTINGS).scalar()
         return TpmSettings() if value is None else _settings_of(value)
 

@@ -413,7 +413,7 @@ class WorkloadKeyService:
             # a refusal is "denied"; when every key server of the provider failed (the 503)
             # nothing was released either, and the attempt is on record as a "failure"
             outcome = "failure" if isinstance(failed, KeyServerUnavailable) else "denied"
-            with self._db.session() as session:
+            with self._db.writing() as session:
                 self._audit.record(session, principal=caller.name, role=role,
                                    action="key.release", target=workload[:256] or "-",
                                    outcome=outcome, request_id=request_id,
@@ -483,7 +483,7 @@ class WorkloadKeyService:
         payload = json.dumps({"key": _b64url(kek), "key_id": parsed.key_id,
                               "workload": parsed.workload}).encode()
         jwe = encrypt_to_binding_key(binding_key, payload, thumbprint)
-        with self._db.session() as session:
+        with self._db.writing() as session:
             session.execute(_MARK_RELEASED, {"key_id": parsed.key_id, "now": self._clock()})
             self._audit.record(session, principal=caller.name, role=role, action="key.release",
                                target=parsed.workload, outcome="success", request_id=request_id,

@@ -26,6 +26,10 @@ from trustauthority.errors import BackendUnavailable, ConfigError, Conflict, Usa
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
+#: what a helper of the hot paths takes: an ORM session or a bare connection (`reading`,
+#: `writing`). Such helpers run Core statements only, which both execute the same way.
+Transaction = Session | Connection
+
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path.resolve()}"
@@ -123,6 +127,18 @@ class Database:
                 connection = connection.execution_options(isolation_level="REPEATABLE READ")
             with connection.begin():
                 yield connection
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """The write transaction `session()` opens (the writer queue, `BEGIN IMMEDIATE` on
+        SQLite, errors mapped; committed when the block ends, rolled back when it raises), on
+        a bare connection: for hot paths written as Core statements. On the benchmark machine
+        an ORM session cost ~270 µs per transaction and ~117 µs per statement more than the
+        database work; a bare connection ~135 and ~44."""
+        queue = self._writer if self._writer is not None else nullcontext()
+        with queue, self._errors_mapped(), self.engine.connect() as connection, \
+                connection.begin():
+            yield connection
 
     @contextmanager
     def _errors_mapped(self) -> Iterator[None]:
