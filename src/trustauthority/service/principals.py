@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from trustauthority import pki
@@ -31,7 +31,13 @@ from trustauthority.service.credentials import new_token
 from trustauthority.service.keys import KeyPurpose, ServiceKeys
 from trustauthority.service.names import check_name
 from trustauthority.store.db import Database
-from trustauthority.store.models import ApiToken, ClientCertificate, Principal, PrincipalRole
+from trustauthority.store.models import (
+    ApiToken,
+    ClientCertificate,
+    Principal,
+    PrincipalRole,
+    table_of,
+)
 
 KINDS = ("person", "automation", "host")
 MAX_TOKEN_LIFETIME = timedelta(days=3650)
@@ -74,6 +80,16 @@ class IssuedCertificate:
     not_after: datetime
     certificate_pem: str
     ca_pem: str
+
+
+_PRINCIPALS = table_of(Principal)
+_ROLES = table_of(PrincipalRole)
+#: a principal and its roles, one row per role (one with role NULL when it has none): `whoami`
+#: is every client's first call and what agents check, so it is one Core read, not an ORM load
+_PRINCIPAL_WITH_ROLES = (
+    select(*_PRINCIPALS.c, _ROLES.c.role)
+    .select_from(_PRINCIPALS.outerjoin(_ROLES, _ROLES.c.principal_id == _PRINCIPALS.c.id))
+    .where(_PRINCIPALS.c.id == bindparam("principal_id")))
 
 
 def _view(principal: Principal) -> PrincipalView:
@@ -189,8 +205,18 @@ class PrincipalService:
 
     def whoami(self, caller: Caller) -> PrincipalView:
         authorize(caller, Permission.SELF_READ)
-        with self._db.session(read_only=True) as session:
-            return _view(self._find(session, caller.name))
+        with self._db.reading() as connection:
+            rows = connection.execute(_PRINCIPAL_WITH_ROLES,
+                                      {"principal_id": caller.principal_id}).all()
+        if not rows:
+            raise NotFound(f"no principal named {caller.name[:128]!r}")
+        first = rows[0]
+        return PrincipalView(
+            id=first.id, name=first.name, kind=first.kind,
+            roles=tuple(sorted(row.role for row in rows if row.role is not None)),
+            description=first.description, multiple_roles_approved=first.multiple_roles_approved,
+            created_at=first.created_at, created_by=first.created_by,
+            revoked_at=first.revoked_at)
 
     def list_all(self, caller: Caller, *,
                  include_revoked: bool = False) -> list[PrincipalView]:
