@@ -11,7 +11,7 @@ import pytest
 from tests.support.inprocess import InProcessService
 from tests.support.sim_host import SimHost
 from trustauthority.api.server import open_platform
-from trustauthority.service.attestation import HISTORY_SWEEP_BATCH
+from trustauthority.service.attestation import HISTORY_CATCH_UP_INTERVAL, HISTORY_SWEEP_BATCH
 from trustauthority.service.config import ServiceConfig, load_config, write_config
 from trustauthority.store.models import AttestationRecord
 
@@ -75,10 +75,20 @@ def test_a_backlog_larger_than_a_batch_is_swept_batch_by_batch_on_the_next_chall
     def left() -> int:
         return len(platform.hosts.history(service.infra, "web-1", limit=1000))
 
-    platform.attestation.challenge(caller)  # one batch: a short transaction
-    assert left() == 3
-    platform.attestation.challenge(caller)  # behind, so the next challenge sweeps again
-    assert left() == 0
+    attestation = platform.attestation
+    real_clock = attestation._clock
+    start = real_clock()
+    attestation._clock = lambda: start
+    try:
+        attestation.challenge(caller)  # one batch: a short transaction
+        assert left() == 3
+        attestation.challenge(caller)  # not at once: each batch delays the challenge sweeping it
+        assert left() == 3
+        attestation._clock = lambda: start + HISTORY_CATCH_UP_INTERVAL
+        attestation.challenge(caller)  # behind, so the sweep came back soon, not in a minute
+        assert left() == 0
+    finally:
+        attestation._clock = real_clock
 
 
 def test_the_configured_retention_is_what_the_service_keeps(tmp_path: Path) -> None:

@@ -15,7 +15,10 @@ several processes on one SQLite file a writer may wait in SQLite's busy handler 
 process, which must not stall the loop. Authentication (`Requires`) and the hot, short routes
 (attestation challenge and evidence, whoami, the JWKS) go through it. Routes that call key
 servers, or may run long (exports, imports, backups), stay sync routes: always in the pool, so
-they never stall the loop.
+they never stall the loop. One wait remains: SQLite has one writer, so an inline write waits
+while a pool route's write transaction runs (an admin's host delete or baseline import, tens of
+milliseconds at most). Nothing that holds the writer lock waits for the loop, so it cannot
+deadlock.
 """
 
 from __future__ import annotations

@@ -81,6 +81,9 @@ DEFAULT_HISTORY = timedelta(days=90)
 #: records deleted per sweep at most: a first sweep over a long history stays a short
 #: transaction (on SQLite it holds the one write lock); the next sweeps take the rest
 HISTORY_SWEEP_BATCH = 5000
+#: how soon a sweep that found a full batch sweeps again: a backlog goes at up to 60,000
+#: records a minute per process, while each batch (~0.1 s) delays one challenge in five seconds
+HISTORY_CATCH_UP_INTERVAL = timedelta(seconds=5)
 
 # Prebuilt Core statements for the two calls every host makes every few minutes: an ORM query
 # costs several times as much to run, for rows that are read once and never changed as objects.
@@ -254,13 +257,15 @@ class AttestationService:
         replica sweeps for all), not on every challenge."""
         if now < self._next_sweep:
             return
+        # claimed before the work, so that challenges meanwhile (other threads) skip it
+        self._next_sweep = now + NONCE_SWEEP_INTERVAL
         session.execute(_DROP_EXPIRED_NONCES, {"now": now})
         dropped = cast(CursorResult[Any], session.execute(
             _DROP_OLD_RECORDS, {"cutoff": now - self.history})).rowcount
-        # a full batch means more is waiting (a fleet that attests faster than a batch a
-        # minute, or the first sweep after an upgrade): the next challenge takes the next batch
-        behind = dropped >= HISTORY_SWEEP_BATCH
-        self._next_sweep = now if behind else now + NONCE_SWEEP_INTERVAL
+        if dropped >= HISTORY_SWEEP_BATCH:
+            # more is waiting (a fleet that attests faster than a batch a minute, or the first
+            # sweep after an upgrade): the next batch goes soon
+            self._next_sweep = now + HISTORY_CATCH_UP_INTERVAL
 
     # -- 1.-4. evidence ----------------------------------------------------------------------
 

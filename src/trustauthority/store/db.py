@@ -49,12 +49,12 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        # readers take no lock up front (WAL lets them read beside the writer). Straight to
-        # the driver: SQLAlchemy's own execute path costs more than SQLite's BEGIN, and this
-        # runs for every transaction.
+        # readers take no lock up front (WAL lets them read beside the writer). Through
+        # SQLAlchemy, not straight to the driver: a BEGIN that fails (the lock held past the
+        # busy timeout by another process) must be a SQLAlchemy error, which `_errors_mapped`
+        # turns into BackendUnavailable (503).
         read_only = connection.get_execution_options().get("ta_read_only", False)
-        connection.connection.driver_connection.execute(  # type: ignore[union-attr]
-            "BEGIN" if read_only else "BEGIN IMMEDIATE")
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 class Database:
