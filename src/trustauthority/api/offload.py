@@ -13,12 +13,13 @@ So `run_blocking` runs the work inline when the server is one process on a SQLit
 with PostgreSQL every statement is a network round trip that other requests can use, and with
 several processes on one SQLite file a writer may wait in SQLite's busy handler for another
 process, which must not stall the loop. Authentication (`Requires`) and the hot, short routes
-(attestation challenge and evidence, whoami, the JWKS) go through it. Routes that call key
-servers, or may run long (exports, imports, backups), stay sync routes: always in the pool, so
-they never stall the loop. One wait remains: SQLite has one writer, so an inline write waits
-while a pool route's write transaction runs (an admin's host delete or baseline import, tens of
-milliseconds at most). Nothing that holds the writer lock waits for the loop, so it cannot
-deadlock.
+(attestation challenge and evidence, whoami, the JWKS) go through it, and so do a key
+release's checks and record, while its key-server call always runs in the pool. Other routes
+that call key servers, or may run long (exports, imports, backups), stay sync routes: always in
+the pool, so they never stall the loop. One wait remains: SQLite has one writer, so an
+inline write waits while a pool route's write transaction runs (an admin's host delete or
+baseline import, tens of milliseconds at most). Nothing that holds the writer lock waits for
+the loop, so it cannot deadlock.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, cast
@@ -160,6 +161,33 @@ class Release:
     #: the key's blob as stored now, when the one presented is older (a shallow rekey since):
     #: the same key, wrapped under a newer primary key version; None when they are the same
     current_blob: str | None = None
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """Who asked for which workload's key: what a refusal is audited with. `context` grows as
+    the checks learn more (host, provider, key id, token id)."""
+
+    caller: Caller
+    role: str
+    request_id: str
+    workload: str
+    context: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PendingRelease:
+    """A release that passed every check but the key server's (`prepare_release`): what the
+    next two steps need. It holds no key."""
+
+    attempt: _Attempt
+    parsed: WrappedKeyBlob
+    servers: list[KeyServerRecord]
+    primary_key_id: str
+    provider_name: str
+    binding_key: rsa.RSAPublicKey
+    thumbprint: str
+    current_blob: str | None
 
 
 def check_workload(workload: str) -> str:
@@ -403,26 +431,73 @@ class WorkloadKeyService:
 
     def release(self, caller: Caller, request_id: str, *, blob: str, workload: str,
                 token: str) -> Release:
-        """The workload's key, encrypted to the calling host's binding key (module docstring)."""
+        """The workload's key, encrypted to the calling host's binding key (module docstring):
+        `prepare_release`, `unwrap_for_release` and `complete_release` in a row."""
+        pending = self.prepare_release(caller, request_id, blob=blob, workload=workload,
+                                       token=token)
+        return self.complete_release(pending, self.unwrap_for_release(pending))
+
+    # The three steps, for a caller that runs them apart: the API runs the first and the last
+    # on its event loop (one process on SQLite) and only the key-server call in a thread. Each
+    # audits its own refusal; only the last writes the success.
+
+    def prepare_release(self, caller: Caller, request_id: str, *, blob: str, workload: str,
+                        token: str) -> PendingRelease:
+        """Every check that needs no key server: the token, the host's state now, the grant,
+        the blob's binding."""
         role = authorize(caller, Permission.KEY_RELEASE)
-        context: dict[str, str] = {"workload": workload[:256]}
+        attempt = _Attempt(caller, role, request_id, workload, {"workload": workload[:256]})
+        with self._refusal_audited(attempt):
+            return self._prepare(attempt, blob, token)
+
+    def unwrap_for_release(self, pending: PendingRelease) -> tuple[bytes, str]:
+        """The key, unwrapped on the first available key server of the provider (its name)."""
+        with self._refusal_audited(pending.attempt):
+            parsed, primary_key_id = pending.parsed, pending.primary_key_id
+            return self._servers.run(pending.provider_name, pending.servers,
+                                     lambda s: s.unwrap(primary_key_id, parsed.wrapped,
+                                                        parsed.aad))
+
+    def complete_release(self, pending: PendingRelease, unwrapped: tuple[bytes, str]) -> Release:
+        """The key encrypted to the binding key, and the release on record."""
+        kek, server = unwrapped
+        parsed, attempt = pending.parsed, pending.attempt
+        with self._refusal_audited(attempt):
+            payload = json.dumps({"key": _b64url(kek), "key_id": parsed.key_id,
+                                  "workload": parsed.workload}).encode()
+            jwe = encrypt_to_binding_key(pending.binding_key, payload, pending.thumbprint)
+            with self._db.writing() as session:
+                session.execute(_MARK_RELEASED, {"key_id": parsed.key_id,
+                                                 "now": self._clock()})
+                self._audit.record(session, principal=attempt.caller.name, role=attempt.role,
+                                   action="key.release", target=parsed.workload,
+                                   outcome="success", request_id=attempt.request_id,
+                                   details={**attempt.context,
+                                            "version": str(parsed.primary_version),
+                                            "key_server": server})
+        return Release(jwe, parsed.key_id, parsed.workload, pending.provider_name,
+                       parsed.primary_version, pending.current_blob)
+
+    @contextmanager
+    def _refusal_audited(self, attempt: _Attempt) -> Iterator[None]:
         try:
-            return self._release(caller, role, request_id, blob, workload, token, context)
+            yield
         except (KeyReleaseRefused, TokenRejected, WrappedKeyInvalid, PermissionDenied,
                 KeyServerUnavailable) as failed:
             # a refusal is "denied"; when every key server of the provider failed (the 503)
             # nothing was released either, and the attempt is on record as a "failure"
             outcome = "failure" if isinstance(failed, KeyServerUnavailable) else "denied"
             with self._db.writing() as session:
-                self._audit.record(session, principal=caller.name, role=role,
-                                   action="key.release", target=workload[:256] or "-",
-                                   outcome=outcome, request_id=request_id,
-                                   details={**context, "error": failed.error_type,
+                self._audit.record(session, principal=attempt.caller.name, role=attempt.role,
+                                   action="key.release",
+                                   target=attempt.workload[:256] or "-", outcome=outcome,
+                                   request_id=attempt.request_id,
+                                   details={**attempt.context, "error": failed.error_type,
                                             "reason": str(failed)[:500]})
             raise
 
-    def _release(self, caller: Caller, role: str, request_id: str, text: str, workload: str,
-                 token: str, context: dict[str, str]) -> Release:
+    def _prepare(self, attempt: _Attempt, text: str, token: str) -> PendingRelease:
+        caller, workload, context = attempt.caller, attempt.workload, attempt.context
         parsed = parse_blob(text)
         context["key_id"] = parsed.key_id[:64]
         if parsed.workload != workload:
@@ -474,20 +549,6 @@ class WorkloadKeyService:
         # refused before the key server is asked: nothing to encrypt the key to
         if not isinstance(binding_key, rsa.RSAPublicKey):
             raise KeyReleaseRefused("the host's binding key is not an RSA key")
-        thumbprint = facts.binding_key_thumbprint
-        primary_key_id = facts.version_key_id
-        provider_name = facts.provider_name
-        kek, server = self._servers.run(provider_name, servers,
-                                        lambda s: s.unwrap(primary_key_id, parsed.wrapped,
-                                                           parsed.aad))
-        payload = json.dumps({"key": _b64url(kek), "key_id": parsed.key_id,
-                              "workload": parsed.workload}).encode()
-        jwe = encrypt_to_binding_key(binding_key, payload, thumbprint)
-        with self._db.writing() as session:
-            session.execute(_MARK_RELEASED, {"key_id": parsed.key_id, "now": self._clock()})
-            self._audit.record(session, principal=caller.name, role=role, action="key.release",
-                               target=parsed.workload, outcome="success", request_id=request_id,
-                               details={**context, "version": str(parsed.primary_version),
-                                        "key_server": server})
-        return Release(jwe, parsed.key_id, parsed.workload, provider_name,
-                       parsed.primary_version, current_blob)
+        return PendingRelease(attempt, parsed, servers, facts.version_key_id,
+                              facts.provider_name, binding_key, facts.binding_key_thumbprint,
+                              current_blob)
