@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 from fastapi import Request
 
-from trustauthority.api.offload import inline_is_cheaper, run_blocking
+from trustauthority.api.offload import inline_is_cheaper, run_around_io, run_blocking
 
 
 def _request(inline: bool) -> Request:
@@ -44,6 +44,48 @@ def test_an_error_in_the_work_reaches_the_caller_unchanged(inline: bool) -> None
 
     with pytest.raises(Refused, match="no"):
         asyncio.run(run_blocking(_request(inline), work))
+
+
+async def _threads_around_io(inline: bool) -> tuple[int, list[int]]:
+    """The loop's thread, and the threads `before`, `io` and `after` ran on."""
+    seen: list[int] = []
+
+    def step(*_args: object) -> int:
+        seen.append(threading.get_ident())
+        return len(seen)
+
+    assert await run_around_io(_request(inline), step, step, step) == 3  # after(p, io(p))
+    return threading.get_ident(), seen
+
+
+def test_around_io_inline_keeps_only_the_io_off_the_loop() -> None:
+    loop_thread, (before, io, after) = asyncio.run(_threads_around_io(inline=True))
+    assert before == after == loop_thread
+    assert io != loop_thread
+
+
+def test_around_io_otherwise_runs_all_three_in_one_hand_off() -> None:
+    loop_thread, (before, io, after) = asyncio.run(_threads_around_io(inline=False))
+    assert before == io == after != loop_thread
+
+
+@pytest.mark.parametrize("inline", [True, False])
+def test_an_error_in_the_io_reaches_the_caller_and_skips_the_rest(inline: bool) -> None:
+    class Unreachable(Exception):
+        pass
+
+    after_ran: list[bool] = []
+
+    def io(_prepared: int) -> int:
+        raise Unreachable("key server down")
+
+    def after(_prepared: int, _done: int) -> int:
+        after_ran.append(True)
+        return 0
+
+    with pytest.raises(Unreachable, match="key server down"):
+        asyncio.run(run_around_io(_request(inline), lambda: 1, io, after))
+    assert not after_ran
 
 
 def test_inline_only_for_one_process_on_sqlite() -> None:

@@ -13,8 +13,10 @@ So `run_blocking` runs the work inline when the server is one process on a SQLit
 with PostgreSQL every statement is a network round trip that other requests can use, and with
 several processes on one SQLite file a writer may wait in SQLite's busy handler for another
 process, which must not stall the loop. Authentication (`Requires`) and the hot, short routes
-(attestation challenge and evidence, whoami, the JWKS) go through it, and so do a key
-release's checks and record, while its key-server call always runs in the pool. Other routes
+(attestation challenge and evidence, whoami, the JWKS) go through it. A key release goes
+through `run_around_io`: its checks and record where `run_blocking` would run them, its
+key-server call always in the pool (all three in one hand-off when nothing runs inline). Other
+routes
 that call key servers, or may run long (exports, imports, backups), stay sync routes: always in
 the pool, so they never stall the loop. One wait remains: SQLite has one writer, so an
 inline write waits while a pool route's write transaction runs (an admin's host delete or
@@ -33,6 +35,8 @@ from starlette.concurrency import run_in_threadpool
 from trustauthority.service.platform import Platform
 
 T = TypeVar("T")
+P = TypeVar("P")
+R = TypeVar("R")
 
 
 def platform_of(request: Request) -> Platform:
@@ -50,3 +54,19 @@ async def run_blocking(request: Request, work: Callable[[], T]) -> T:
     if request.app.state.blocking_inline:
         return work()
     return await run_in_threadpool(work)
+
+
+async def run_around_io(request: Request, before: Callable[[], P], io: Callable[[P], R],
+                        after: Callable[[P, R], T]) -> T:
+    """`after(p, io(p))` with `p = before()`, where `io` is network I/O that may be slow (a key
+    server): `io` always in the thread pool, never on the loop; `before` and `after` inline
+    when blocking work runs inline, else together with `io` in one hand-off."""
+    def all_three() -> T:
+        prepared = before()
+        return after(prepared, io(prepared))
+
+    if not request.app.state.blocking_inline:
+        return await run_in_threadpool(all_three)
+    prepared = before()
+    done = await run_in_threadpool(io, prepared)
+    return after(prepared, done)

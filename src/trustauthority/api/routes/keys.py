@@ -7,9 +7,8 @@ from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from starlette.concurrency import run_in_threadpool
 
-from trustauthority.api.offload import run_blocking
+from trustauthority.api.offload import run_around_io
 from trustauthority.api.routes.convert import json_response
 from trustauthority.api.security import Requires, platform_of
 from trustauthority.keyserver import HealthReport, KmipEndpoint, Pkcs11Endpoint
@@ -233,13 +232,11 @@ async def release_key(request: Request, caller: Releaser, body: KeyReleaseIn) ->
     """Attested key release: the workload's key, encrypted to this host's TPM binding key,
     only if the host is trusted now and its cluster is granted the provider."""
     keys = platform_of(request).workload_keys
-    # the checks and the record where `offload` says; the key-server call (the network, and
-    # possibly a slow or dead server) always in a thread, never on the loop
-    pending = await run_blocking(request, partial(
+    # the key-server call (the network, possibly a slow or dead server) never on the loop
+    release = await run_around_io(request, partial(
         keys.prepare_release, caller, request.state.request_id, blob=body.blob,
-        workload=body.workload, token=body.token))
-    unwrapped = await run_in_threadpool(keys.unwrap_for_release, pending)
-    release = await run_blocking(request, partial(keys.complete_release, pending, unwrapped))
+        workload=body.workload, token=body.token), keys.unwrap_for_release,
+        keys.complete_release)
     return json_response(KeyReleaseOut(
         jwe=release.jwe, key_id=release.key_id, workload=release.workload,
         provider=release.provider, primary_version=release.primary_version,
