@@ -60,10 +60,15 @@ def open_platform(data_dir: Path, config: ServiceConfig, issuer: str | None = No
     return platform
 
 
+def _address(options: ServeOptions, config: ServiceConfig) -> tuple[str, int]:
+    """Where to listen: the command line's host and port, else the config's."""
+    return (options.host or config.listen_host,
+            options.port if options.port is not None else config.listen_port)
+
+
 def build_server(options: ServeOptions) -> tuple[uvicorn.Server, Platform]:
     config = load_config(options.data_dir)
-    host = options.host or config.listen_host
-    port = options.port if options.port is not None else config.listen_port
+    host, port = _address(options, config)
     scheme = "http" if options.insecure_http else "https"
     platform = open_platform(options.data_dir, config,
                              config.issuer or f"{scheme}://{host}:{port}")
@@ -76,8 +81,7 @@ def uvicorn_config(app: ASGIApp, options: ServeOptions, config: ServiceConfig) -
     """How `serve` runs an ASGI app: HTTPS (TLS 1.2+, client certificates optional), httptools
     with the client-certificate extension, no lifespan, no server header. Also what the
     benchmarks serve their empty reference app with, so the two differ only in the app."""
-    host = options.host or config.listen_host
-    port = options.port if options.port is not None else config.listen_port
+    host, port = _address(options, config)
     # uvicorn runs on uvloop (a dependency) by itself; the protocol is ours for client certs
     common = {"host": host, "port": port, "http": ClientCertProtocol, "lifespan": "off",
               "server_header": False, "timeout_graceful_shutdown": 10, "log_config": None,
@@ -134,8 +138,7 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 
 def _serve_workers(options: ServeOptions) -> None:
     config = load_config(options.data_dir)
-    host = options.host or config.listen_host
-    port = options.port if options.port is not None else config.listen_port
+    host, port = _address(options, config)
     # migrate and create missing keys once, before any worker opens the store
     open_platform(options.data_dir, config).db.dispose()
     sock = _listening_socket(host, port)

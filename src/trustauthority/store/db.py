@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +113,7 @@ class Database:
         (exports, verification); on PostgreSQL every transaction is the same.
         """
         factory = self._readers if read_only else self._sessions
-        queue = self._writer if self._writer is not None and not read_only else nullcontext()
+        queue = nullcontext() if read_only else self._writer_queue()
         with queue, self._errors_mapped(), factory.begin() as session:
             yield session
 
@@ -138,10 +138,13 @@ class Database:
         a bare connection: for hot paths written as Core statements. On the benchmark machine
         an ORM session cost ~270 µs per transaction and ~117 µs per statement more than the
         database work; a bare connection ~135 and ~44."""
-        queue = self._writer if self._writer is not None else nullcontext()
-        with queue, self._errors_mapped(), self.engine.connect() as connection, \
+        with self._writer_queue(), self._errors_mapped(), self.engine.connect() as connection, \
                 connection.begin():
             yield connection
+
+    def _writer_queue(self) -> AbstractContextManager[object]:
+        """What a write transaction waits in first: the writer lock on SQLite (see __init__)."""
+        return self._writer if self._writer is not None else nullcontext()
 
     @contextmanager
     def _errors_mapped(self) -> Iterator[None]:

@@ -201,7 +201,7 @@ async def evidence(request: Request, caller: Attester, body: EvidenceIn) -> Resp
     pcrs: dict[str, dict[int, bytes]] = {
         bank: {int(pcr): bytes.fromhex(value) for pcr, value in values.items()}
         for bank, values in body.pcrs.items()}
-    evidence = Evidence(
+    submitted = Evidence(
         nonce=b64decode(body.nonce, "nonce"),
         quote_attest=b64decode(body.quote.attest, "quote.attest"),
         quote_signature=b64decode(body.quote.signature, "quote.signature"),
@@ -211,5 +211,5 @@ async def evidence(request: Request, caller: Attester, body: EvidenceIn) -> Resp
         certify_signature=b64decode(body.binding_key.certify_signature,
                                     "binding_key.certify_signature"))
     result = await run_blocking(request, partial(platform_of(request).attestation.submit,
-                                                 caller, request.state.request_id, evidence))
+                                                 caller, request.state.request_id, submitted))
     return json_response(result_out(result))
