@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.inprocess import InProcessService
 from tests.support.postgres import PostgresCluster, postgres_available
 from tests.support.service import RunningService
 from tests.support.softhsm import SESSION_LABELS, SoftHsm, init_softhsm, softhsm_available
@@ -91,6 +92,14 @@ def service(database_url: str | None, tmp_path: Path) -> Iterator[RunningService
     yield running
     running.stop()
     running.platform.db.dispose()
+
+
+@pytest.fixture
+def in_process(tmp_path: Path) -> Iterator[InProcessService]:
+    """The use cases in this process on SQLite, without HTTP (`tests.support.inprocess`)."""
+    started = InProcessService.create(tmp_path, "in-process")
+    yield started
+    started.close()
 
 
 @pytest.fixture

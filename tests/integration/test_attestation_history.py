@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,28 +17,21 @@ from trustauthority.store.models import AttestationRecord
 REQUEST = "history"
 
 
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[InProcessService]:
-    started = InProcessService.create(tmp_path, REQUEST)
-    yield started
-    started.close()
-
-
-def _enrolled(service: InProcessService) -> tuple[str, str]:
+def _enrolled(in_process: InProcessService) -> tuple[str, str]:
     """Host web-1, enrolled: its id and its credential."""
-    service.platform.tpm_trust.set_settings(service.admin, REQUEST,
-                                            require_ek_certificate=False,
-                                            allow_ek_allowlist=True)
+    in_process.platform.tpm_trust.set_settings(in_process.admin, REQUEST,
+                                               require_ek_certificate=False,
+                                               allow_ek_allowlist=True)
     host = SimHost.create("web-1")
-    service.allow(host)
-    _state, credential = service.enroll(host)
-    return service.platform.hosts.get(service.infra, "web-1").id, credential
+    in_process.allow(host)
+    _state, credential = in_process.enroll(host)
+    return in_process.platform.hosts.get(in_process.infra, "web-1").id, credential
 
 
 def test_records_older_than_the_retention_are_swept_and_newer_ones_kept(
-        service: InProcessService) -> None:
-    platform = service.platform
-    host_id, credential = _enrolled(service)
+        in_process: InProcessService) -> None:
+    platform = in_process.platform
+    host_id, credential = _enrolled(in_process)
     now = datetime.now(UTC)
     ages = [timedelta(days=days) for days in (400, 91, 89, 1)]
     with platform.db.session() as session:
@@ -47,9 +39,9 @@ def test_records_older_than_the_retention_are_swept_and_newer_ones_kept(
                                           reason=f"{age.days} days ago") for age in ages)
     assert platform.attestation.history == timedelta(days=90)  # the configured default
 
-    platform.attestation.challenge(service.caller(credential))  # the first sweeps
+    platform.attestation.challenge(in_process.caller(credential))  # the first sweeps
 
-    kept = platform.hosts.history(service.infra, "web-1", limit=100)
+    kept = platform.hosts.history(in_process.infra, "web-1", limit=100)
     assert [row.reason for row in kept] == ["1 days ago", "89 days ago"]
 
 
@@ -63,17 +55,17 @@ def test_the_retention_is_a_setting_with_sane_bounds() -> None:
 
 
 def test_a_backlog_larger_than_a_batch_is_swept_batch_by_batch_on_the_next_challenges(
-        service: InProcessService) -> None:
-    platform = service.platform
-    host_id, credential = _enrolled(service)
+        in_process: InProcessService) -> None:
+    platform = in_process.platform
+    host_id, credential = _enrolled(in_process)
     old = datetime.now(UTC) - timedelta(days=200)
     with platform.db.session() as session:
         session.add_all(AttestationRecord(host_id=host_id, at=old, status="trusted", reason="old")
                         for _ in range(HISTORY_SWEEP_BATCH + 3))
-    caller = service.caller(credential)
+    caller = in_process.caller(credential)
 
     def left() -> int:
-        return len(platform.hosts.history(service.infra, "web-1", limit=1000))
+        return len(platform.hosts.history(in_process.infra, "web-1", limit=1000))
 
     attestation = platform.attestation
     real_clock = attestation._clock
