@@ -130,6 +130,53 @@ def test_relabelled_pcr_selection_is_refused() -> None:
         _verify(ak, attest, signature, nonce, relabelled)
 
 
+def test_one_pcr_and_two_banks_verify_and_keep_the_tpms_bank_order() -> None:
+    ak = FakeAk.ecc()
+    nonce = b"n" * 32
+    one = {"sha256": {7: b"\x07" * 32}}
+    assert _verify(ak, *ak.quote(nonce, one), nonce, one).pcr_values == one
+    two = {"sha384": {0: b"\x01" * 48, 2: b"\x02" * 48}, "sha256": {1: b"\x03" * 32}}
+    result = _verify(ak, *ak.quote(nonce, two), nonce, dict(reversed(two.items())))
+    assert [bank.bank for bank in result.pcr_selection.banks] == ["sha384", "sha256"]
+    assert result.pcr_values == two
+
+
+def test_verified_values_are_a_copy_the_caller_cannot_change() -> None:
+    ak = FakeAk.ecc()
+    nonce = b"n" * 32
+    values = {"sha256": dict(PCRS["sha256"])}
+    result = _verify(ak, *ak.quote(nonce, values), nonce, values)
+    values["sha256"][0] = b"\xff" * 32
+    values["sha1"] = {0: bytes(20)}
+    assert result.pcr_values["sha256"][0] == PCRS["sha256"][0]
+    assert set(result.pcr_values) == {"sha256"}
+
+
+_SEVEN: dict[object, bytes] = {i: PCRS["sha256"][i] for i in range(7)}
+
+
+@pytest.mark.parametrize("supplied", [
+    _SEVEN,  # one missing
+    {**PCRS["sha256"], 8: bytes(32)},  # one too many
+    {**_SEVEN, "7": PCRS["sha256"][7]},  # a key that is text
+    {},
+])
+def test_other_pcrs_than_the_signed_ones_are_refused_by_name(supplied: dict[int, bytes]) -> None:
+    ak = FakeAk.ecc()
+    nonce = b"n" * 32
+    attest, signature = ak.quote(nonce, PCRS)
+    with pytest.raises(errors.PcrSelectionMismatch, match=r"signed PCRs \{0,1,2,3,4,5,6,7\}"):
+        _verify(ak, attest, signature, nonce, {"sha256": supplied})
+
+
+def test_a_missing_bank_is_refused() -> None:
+    ak = FakeAk.ecc()
+    nonce = b"n" * 32
+    attest, signature = ak.quote(nonce, PCRS)
+    with pytest.raises(errors.PcrSelectionMismatch, match=r"supplied for \{\}"):
+        _verify(ak, attest, signature, nonce, {"sha384": {0: bytes(48)}})
+
+
 def test_values_for_an_unquoted_bank_are_refused() -> None:
     ak = FakeAk.ecc()
     nonce = b"n" * 32

@@ -15,7 +15,7 @@ from trustauthority.tpm.pcr import (
     pcrs_of_bitmap,
     read_pcr_selection,
 )
-from trustauthority.tpm.reader import Reader, new_frozen
+from trustauthority.tpm.reader import Reader
 
 #: attestation structures are small; a TPM2B_ATTEST holds at most ~1 KiB on real TPMs
 MAX_ATTEST_SIZE = 4096
@@ -66,10 +66,6 @@ class TpmsAttest:
     raw: bytes  # exactly the signed bytes
 
 
-_HEAD = struct.Struct(">IHH")  # magic, type, qualifiedSigner.size
-_SIZE = struct.Struct(">H")
-_COUNT = struct.Struct(">I")
-_CLOCK = struct.Struct(">QIIBQ")  # clockInfo (clock, resetCount, restartCount, safe), firmware
 _BANK = struct.Struct(">HB")  # TPMS_PCR_SELECTION.hash, sizeofSelect
 _ATTEST_QUOTE = int(St.ATTEST_QUOTE)  # an int: Enum member access is slow in a hot path
 _MAX_NAME = 2 + 64
@@ -97,50 +93,69 @@ _SELECTIONS: dict[bytes, PcrSelection] = {}
 _MAX_SELECTIONS = 256
 
 
+#: (qualifiedSigner size, extraData size) -> the quote's layout up to the selection count, so
+#: the fixed fields unpack in one call. Bounded by the size limits (at most 67 × 65 layouts);
+#: a fleet uses one or two.
+_LAYOUTS: dict[tuple[int, int], struct.Struct] = {}
+_new = object.__new__
+
+
+def _layout(signer_size: int, extra_size: int) -> struct.Struct:
+    # magic, type, signer (sized), extraData (sized), clockInfo, firmwareVersion, bank count
+    layout = struct.Struct(f">IHH{signer_size}sH{extra_size}sQIIBQI")
+    _LAYOUTS[signer_size, extra_size] = layout
+    return layout
+
+
 def _parse_quote_fast(data: bytes) -> TpmsAttest | None:
     """A well-formed quote, or None to let the careful parser find the problem."""
     end = len(data)
     if end > MAX_ATTEST_SIZE:
         return None
-    magic, attest_type, signer_size = _HEAD.unpack_from(data, 0)
-    if attest_type != _ATTEST_QUOTE or signer_size > _MAX_NAME:
+    signer_size = (data[6] << 8) | data[7]
+    if signer_size > _MAX_NAME:
         return None
-    pos = 8 + signer_size
-    signer = data[8:pos]
-    (extra_size,) = _SIZE.unpack_from(data, pos)
+    extra_size = (data[8 + signer_size] << 8) | data[9 + signer_size]
     if extra_size > _MAX_DATA:
         return None
-    pos += 2
-    extra = data[pos : pos + extra_size]
-    pos += extra_size
-    clock, reset_count, restart_count, safe, firmware = _CLOCK.unpack_from(data, pos)
-    if safe > 1:
+    layout = _LAYOUTS.get((signer_size, extra_size)) or _layout(signer_size, extra_size)
+    (magic, attest_type, _, signer, _, extra, clock, reset_count, restart_count, safe, firmware,
+     count) = layout.unpack_from(data, 0)
+    if attest_type != _ATTEST_QUOTE or safe > 1 or count > 16:
         return None
-    pos += 25
-    selection_start = pos
-    (count,) = _COUNT.unpack_from(data, pos)
-    if count > 16:
-        return None
+    selection_start = pos = layout.size - 4
     pos += 4
     for _ in range(count):  # hash (2), sizeofSelect (1), the bitmap
         pos += 3 + data[pos + 2]
     selection = _selection(data[selection_start:pos])
     if selection is None:
         return None
-    (digest_size,) = _SIZE.unpack_from(data, pos)
-    if digest_size > 64:
-        return None
+    digest_size = (data[pos] << 8) | data[pos + 1]
     pos += 2
-    pcr_digest = data[pos : pos + digest_size]
-    if pos + digest_size != end or len(signer) != signer_size or len(extra) != extra_size:
+    if digest_size > 64 or pos + digest_size != end:
         return None
-    clock_info = new_frozen(ClockInfo, {"clock": clock, "reset_count": reset_count,
-                                        "restart_count": restart_count, "safe": safe == 1})
-    quote_info = new_frozen(QuoteInfo, {"pcr_select": selection, "pcr_digest": pcr_digest})
-    return new_frozen(TpmsAttest, {
-        "magic": magic, "type": attest_type, "qualified_signer": signer, "extra_data": extra,
-        "clock_info": clock_info, "firmware_version": firmware, "attested": quote_info,
-        "raw": data})
+    # Filled without the generated __init__s (see reader.new_frozen), every field given.
+    clock_info = _new(ClockInfo)
+    fields = clock_info.__dict__
+    fields["clock"] = clock
+    fields["reset_count"] = reset_count
+    fields["restart_count"] = restart_count
+    fields["safe"] = safe == 1
+    quote_info = _new(QuoteInfo)
+    fields = quote_info.__dict__
+    fields["pcr_select"] = selection
+    fields["pcr_digest"] = data[pos:]
+    attest = _new(TpmsAttest)
+    fields = attest.__dict__
+    fields["magic"] = magic
+    fields["type"] = attest_type
+    fields["qualified_signer"] = signer
+    fields["extra_data"] = extra
+    fields["clock_info"] = clock_info
+    fields["firmware_version"] = firmware
+    fields["attested"] = quote_info
+    fields["raw"] = data
+    return attest
 
 
 def _selection(raw: bytes) -> PcrSelection | None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from operator import itemgetter
 
 from trustauthority.tpm.constants import DIGEST_SIZES, HASH_IDS, HASH_NAMES, alg_name, digest
 from trustauthority.tpm.reader import Reader, u16, u32
@@ -31,6 +32,16 @@ class PcrBankSelection:
     def ordered(self) -> tuple[int, ...]:
         """The selected PCRs ascending: the order their values enter the quote's digest."""
         return tuple(sorted(self.pcrs))
+
+    @cached_property
+    def values_in_order(self) -> Callable[[Mapping[int, bytes]], tuple[bytes, ...]]:
+        """PCR -> value to the selected PCRs' values in `ordered` order; KeyError if one is
+        missing. Built once per (shared) selection: the lookups then run in C, not in a loop."""
+        ordered = self.ordered
+        if len(ordered) > 1:
+            return itemgetter(*ordered)
+        # itemgetter of one key returns the value itself, of none is an error: keep tuples
+        return lambda values: tuple(values[pcr] for pcr in ordered)
 
     @cached_property
     def digest_size(self) -> int | None:

@@ -71,6 +71,7 @@ _BYTES_ONLY = {bytes}
 
 #: guards VerifiedQuote's constructor: only this module holds it
 _MINT = object()
+_new = object.__new__
 
 
 @dataclass(frozen=True)
@@ -128,9 +129,8 @@ def verify_quote(
     signature = parse_signature(raw_signature)
 
     # 2.-7. made by a TPM, a quote, signed by the AK we expect, over our nonce
-    check_attest(ak, attest, signature, attest_type=_ATTEST_QUOTE, what="quote",
-                 expected_nonce=expected_nonce,
-                 expected_qualified_signer=expected_qualified_signer, options=options)
+    check_attest(ak, attest, signature, _ATTEST_QUOTE, "quote", expected_nonce,
+                 expected_qualified_signer, options)
     info = attest.attested
     if not isinstance(info, QuoteInfo):  # parse_attest guarantees it for ATTEST_QUOTE
         raise WrongAttestationType("attested data is not TPMS_QUOTE_INFO")
@@ -147,19 +147,20 @@ def verify_quote(
     # 10. clock progression
     rebooted = None if previous_clock is None else check_clock(previous_clock, attest.clock_info)
 
-    # _check_selection already copied the values: wrapping the copies makes them read-only.
     # Built without the generated __init__ (which costs as much as a check): this module holds
     # the mint, and every field is given.
-    verified = object.__new__(VerifiedQuote)
-    verified.__dict__.update({
-        "attest": attest, "pcr_selection": info.pcr_select,
-        "pcr_values": MappingProxyType(
-            {bank: MappingProxyType(pcrs) for bank, pcrs in values.items()}),
-        "clock_info": attest.clock_info, "rebooted": rebooted, "_mint": _MINT})
+    verified = _new(VerifiedQuote)
+    fields = verified.__dict__
+    fields["attest"] = attest
+    fields["pcr_selection"] = info.pcr_select
+    fields["pcr_values"] = values
+    fields["clock_info"] = attest.clock_info
+    fields["rebooted"] = rebooted
+    fields["_mint"] = _MINT
     return verified
 
 
-def check_attest(ak: TpmPublic, attest: TpmsAttest, signature: Signature, *, attest_type: int,
+def check_attest(ak: TpmPublic, attest: TpmsAttest, signature: Signature, attest_type: int,
                  what: str, expected_nonce: bytes, expected_qualified_signer: bytes | None,
                  options: QuoteOptions) -> None:
     """Steps 2-7, the same for every structure an AK signs (quote, certify, …)."""
@@ -229,13 +230,13 @@ def _check_selection(
     signed: PcrSelection,
     unverified: Mapping[str, Mapping[int, bytes]],
     options: QuoteOptions,
-) -> tuple[dict[str, dict[int, bytes]], bytes]:
+) -> tuple[Mapping[str, Mapping[int, bytes]], bytes]:
     """Step 8: equal selections, sizes right.
 
-    Returns a copy of the supplied values and their concatenation in selection order (banks as
-    the TPM lists them, PCRs ascending), which is what the quote's pcrDigest hashes.
+    Returns a read-only copy of the supplied values and their concatenation in selection order
+    (banks as the TPM lists them, PCRs ascending), which is what the quote's pcrDigest hashes.
     """
-    values: dict[str, dict[int, bytes]] = {}
+    values: dict[str, Mapping[int, bytes]] = {}
     ordered_values: list[bytes] = []
     for selection in signed.banks:
         ordered = selection.ordered
@@ -248,19 +249,23 @@ def _check_selection(
         if size is None:
             raise PcrSelectionMismatch(f"the quote selects unsupported bank {bank}")
         supplied = unverified.get(bank)
-        if supplied is None or supplied.keys() != selection.pcrs:
-            offered = frozenset(supplied.keys()) if supplied else frozenset()
+        bank_values = {} if supplied is None else dict(supplied)  # the caller cannot change it
+        # as many values as PCRs signed, and one for each of them: the same PCRs
+        try:
+            in_order = (selection.values_in_order(bank_values)
+                        if len(bank_values) == len(ordered) else None)
+        except KeyError:
+            in_order = None
+        if in_order is None:
             raise PcrSelectionMismatch(
                 f"{bank}: the TPM signed PCRs {_fmt(selection.pcrs)} but values were supplied "
-                f"for {_fmt(offered)}")
-        bank_values = dict(supplied)  # a copy: the caller cannot change it once verified
-        in_order = [bank_values[pcr] for pcr in ordered]
+                f"for {_fmt(frozenset(bank_values))}")
         # immutable bytes of the bank's size only; checked with set() to keep the loop in C
         if set(map(type, in_order)) != _BYTES_ONLY or set(map(len, in_order)) != {size}:
             pcr = next(pcr for pcr, value in zip(ordered, in_order, strict=True)
                        if type(value) is not bytes or len(value) != size)
             raise PcrSelectionMismatch(f"{bank} PCR {pcr}: value must be {size} bytes")
-        values[bank] = bank_values
+        values[bank] = MappingProxyType(bank_values)
         ordered_values += in_order
     if not values:
         raise PcrSelectionMismatch("the quote selects no PCRs")
@@ -270,7 +275,7 @@ def _check_selection(
         if extra:
             raise PcrSelectionMismatch(f"values supplied for banks the TPM did not quote: "
                                        f"{', '.join(sorted(extra))}")
-    return values, b"".join(ordered_values)
+    return MappingProxyType(values), b"".join(ordered_values)
 
 
 def check_clock(previous: ClockInfo, current: ClockInfo) -> bool:
@@ -295,4 +300,6 @@ def check_clock(previous: ClockInfo, current: ClockInfo) -> bool:
 
 
 def _fmt(pcrs: frozenset[int]) -> str:
-    return "{" + ",".join(str(p) for p in sorted(pcrs)) + "}" if pcrs else "{}"
+    # keys come from the host: sort numbers first, anything else by its text, never fail
+    ordered = sorted(pcrs, key=lambda pcr: (0, pcr, "") if type(pcr) is int else (1, 0, str(pcr)))
+    return "{" + ",".join(str(p) for p in ordered) + "}"
