@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from tests.support.kms import RunningKms, start_kms
 from tests.support.service import RunningService
 from tests.support.softhsm import E2E_LABEL, SoftHsm
 from trustauthority.agent import host as agent
-from trustauthority.agent import simboot
+from trustauthority.agent import luks, simboot
 from trustauthority.agent.keys import ReleasedKey, fetch_key, release_key
 from trustauthority.agent.swtpm import SoftwareTpm, SoftwareTpmCa
 from trustauthority.agent.tpm import AgentTpm
@@ -385,6 +386,58 @@ def test_a_persisted_key_opens_the_same_boot_while_the_key_servers_are_down(
     _reboot(tpm, state_dir, simboot.GOLDEN_IMAGE)
     assert unlock("--persist-key")[0] == 0  # trusted again: released, sealed again
     assert len(list(sealed_dir.iterdir())) == 1
+
+
+@pytest.mark.skipif(not luks.cryptsetup_available(), reason="cryptsetup is not installed")
+def test_a_luks2_volume_opens_only_on_a_trusted_host(kmip: KeyedFleet, tmp_path: Path) -> None:
+    blob = kmip.create_key("vm-8/data")
+    (tmp_path / "blob").write_text(blob)
+    _tpm, state_dir = kmip.trusted_host("web-8")
+    volume = tmp_path / "data.img"
+    with volume.open("wb") as stream:
+        stream.truncate(32 * 1024 * 1024)
+    (tmp_path / "recovery").write_bytes(b"recovery")
+    subprocess.run(["cryptsetup", "luksFormat", "--type", "luks2", "--batch-mode", "--pbkdf",
+                    "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file",
+                    str(tmp_path / "recovery"), str(volume)], check=True, capture_output=True)
+    runner = CliRunner()
+
+    def agent_cli(state: agent.StateDir, *arguments: str) -> tuple[int, str]:
+        result = runner.invoke(app, ["agent", "workload", *arguments, "--state-dir",
+                                     str(state.path), "--json"])
+        return result.exit_code, result.output
+
+    code, output = agent_cli(state_dir, "luks-enroll", str(volume), "--workload", "vm-8/data",
+                             "--blob", str(tmp_path / "blob"), "--key-file",
+                             str(tmp_path / "recovery"))
+    assert code == 0, output
+    enrolled = luks.read_enrolment(volume)
+    assert enrolled is not None
+    assert (enrolled.workload, enrolled.blob) == ("vm-8/data", blob)
+    code, output = agent_cli(state_dir, "unlock", str(volume), "data", "--test")
+    assert code == 0, output
+    assert json.loads(output)["keyslot"] == enrolled.keyslot
+
+    # another host, booted into a modified kernel, reads the same token and gets no key
+    bad_tpm, bad_log = kmip.fleet.boot(simboot.MODIFIED_KERNEL_IMAGE)
+    bad = kmip.fleet.enroll(bad_tpm, bad_log, name="web-9")
+    code, output = agent_cli(bad, "unlock", str(volume), "data", "--test")
+    assert code == 4, output
+    assert json.loads(output)["error"]["type"] == "key_release_refused"
+
+    # enrolled again without the recovery key: the enrolled keyslot opens the volume for the
+    # new one, and the old one goes
+    code, output = agent_cli(state_dir, "luks-enroll", str(volume), "--replace")
+    assert code == 0, output
+    again = luks.read_enrolment(volume)
+    assert again is not None
+    assert again.keyslot != enrolled.keyslot
+    assert agent_cli(state_dir, "unlock", str(volume), "data", "--test")[0] == 0
+    dump = subprocess.run(["cryptsetup", "luksDump", "--dump-json-metadata", str(volume)],
+                          check=True, capture_output=True).stdout
+    assert set(json.loads(dump)["keyslots"]) == {"0", str(again.keyslot)}
+    # a LUKS-only option on our own file format is refused, not ignored
+    assert agent_cli(state_dir, "unlock", str(tmp_path / "blob"), "x", "--test")[0] == 2
 
 
 def test_key_server_health_tells_which_side_distrusts_which(kmip: KeyedFleet,

@@ -258,6 +258,13 @@ ERRORS = [
     Case("rekeying what is no workload", ("agent", "workload", "rekey", "{garbage}", "{out}",
                                           "--blob", "tak1.x.y", "--state-dir", "{dir}"), 2,
          "must be a file `ta agent workload encrypt` wrote"),
+    Case("enrolling what is no LUKS2 volume",
+         ("agent", "workload", "luks-enroll", "{garbage}", "--workload", "vm-42", "--blob",
+          "tak1.x.y", "--key-file", "{garbage}", "--state-dir", "{dir}"), 2,
+         "is not a LUKS2 volume"),
+    Case("a LUKS-only option on a workload file", ("agent", "workload", "unlock", "{garbage}",
+                                                   "{out}", "--test", "--state-dir", "{dir}"),
+         2, "use --test with LUKS2 volumes only"),
     # the service's and the KMS's directories
     Case("init on a file", ("init", "--data-dir", "{garbage}"), 2, "give a directory"),
     Case("init with TLS files of random bytes",

@@ -358,22 +358,141 @@ def _open_workload(source: Path, target: Path, state_dir: Path, *, attest_first:
 
 @workload_app.command("unlock")
 def workload_unlock(
-    source: Annotated[Path, typer.Argument(help="The encrypted workload.")],
-    target: Annotated[Path, typer.Argument(help="Where to put the opened data (owner-only).")],
+    source: Annotated[Path, typer.Argument(
+        help="The encrypted workload, or a LUKS2 volume enrolled with `luks-enroll`.")],
+    target: Annotated[str, typer.Argument(
+        help="Where to put the opened data (owner-only); for a LUKS2 volume, the name to map "
+             "it as (/dev/mapper/NAME).")],
     persist_key: Annotated[bool, typer.Option(
         help="Also seal the released key to this TPM under the boot's PCR values, so the "
              "workload opens while the service or its key servers are unreachable, as long "
              "as the host boots the same way; a refusal by the service removes the copy.")]
     = False,
+    test: Annotated[bool, typer.Option(
+        "--test", help="LUKS2 volumes: only check that the released key opens the volume, "
+                       "and map nothing.")] = False,
     state_dir: StateDirOption = agent_host.DEFAULT_STATE_DIR,
     as_json: JsonOption = False,
 ) -> None:
     """Attest if needed, get the workload key by attested release, open the workload.
 
-    Example: `ta agent workload unlock disk.img.ta /run/vm-42/disk.img --persist-key`
+    Example: `ta agent workload unlock disk.img.ta /run/vm-42/disk.img --persist-key`, or for a
+    LUKS2 volume `ta agent workload unlock /dev/vdb data`
     """
-    _open_workload(source, target, state_dir, attest_first=True, as_json=as_json,
+    from trustauthority.agent.luks import is_luks2
+
+    if is_luks2(source):
+        _open_luks(source, None if test else target, state_dir, as_json=as_json,
                    persist=persist_key)
+        return
+    if test:
+        fail(f"{source} is no LUKS2 volume: use --test with LUKS2 volumes only",
+             as_json=as_json)
+    _open_workload(source, Path(target), state_dir, attest_first=True, as_json=as_json,
+                   persist=persist_key)
+
+
+def _open_luks(device: Path, name: str | None, state_dir: Path, *, as_json: bool,
+               persist: bool) -> None:
+    from trustauthority.agent.keys import release_key
+    from trustauthority.agent.luks import open_volume, read_enrolment
+
+    states = _states(state_dir, as_json)
+    _quiet_tpm_library()
+    try:
+        enrolment = read_enrolment(device)
+        if enrolment is None:
+            raise UsageError(f"{device} holds no Trust Authority token: enroll it first with "
+                             "`ta agent workload luks-enroll`")
+        released = release_key(states, enrolment.blob, enrolment.workload,
+                               attest_if_needed=True, persist=persist)
+        open_volume(device, enrolment, released.key, name=name)
+    except TrustAuthorityError as error:
+        fail_with(error, as_json=as_json)
+    if released.current_blob is not None:
+        err_console.print(
+            f"note: {device}'s token holds an older blob of its key; store the current one "
+            f"with: ta agent workload luks-enroll {device} --replace", markup=False,
+            soft_wrap=True)
+    if released.from_sealed_copy:
+        err_console.print("note: the service could not be reached; the key was opened from "
+                          "its copy sealed to this TPM", markup=False, soft_wrap=True)
+    if as_json:
+        print_json({"workload": enrolment.workload, "device": str(device), "mapped_as": name,
+                    "keyslot": enrolment.keyslot, "blob_outdated": released.current_blob
+                    is not None, "key_from": "sealed copy" if released.from_sealed_copy
+                    else "release"})
+    elif name is None:
+        console.print(f"the released key of workload {enrolment.workload} opens {device} "
+                      f"(keyslot {enrolment.keyslot}); nothing mapped", markup=False)
+    else:
+        console.print(f"workload {enrolment.workload} opened: {device} is /dev/mapper/{name}",
+                      markup=False)
+
+
+@workload_app.command("luks-enroll")
+def workload_luks_enroll(
+    device: Annotated[Path, typer.Argument(help="The LUKS2 volume (device or image file).")],
+    key_file: Annotated[str | None, typer.Option(
+        help="A file with a passphrase or key that opens the volume now ('-': standard input; "
+             "read as is, newline included). With --replace it may be left out: the enrolled "
+             "key, released again, opens the volume.")] = None,
+    workload: Annotated[str | None, typer.Option(
+        help="The workload's id, as at `key create` (with --replace: the enrolled one).")]
+    = None,
+    blob: Annotated[str | None, typer.Option(
+        help="The workload key's blob (tak1.…) or a file with it (with --replace: the one "
+             "the service holds now).")] = None,
+    replace: Annotated[bool, typer.Option(
+        help="Enroll a volume again (a rotated key, a newer blob): the earlier keyslot and "
+             "token go once the new ones are in place.")] = False,
+    state_dir: StateDirOption = agent_host.DEFAULT_STATE_DIR,
+    as_json: JsonOption = False,
+) -> None:
+    """Let a LUKS2 volume open only by attested key release: a keyslot for the workload's key
+    and a token in the volume's header naming the key, as Clevis and systemd-cryptenroll do.
+
+    Example: `ta agent workload luks-enroll /dev/vdb --workload vm-42 --blob vm-42.blob
+    --key-file recovery.key`
+    """
+    from trustauthority.agent.keys import fetch_key, release_key
+    from trustauthority.agent.luks import enroll, is_luks2, read_enrolment, volume_passphrase
+
+    if not is_luks2(device):
+        fail(f"{device} is not a LUKS2 volume; give one that `cryptsetup luksFormat --type luks2` "
+             "made", as_json=as_json)
+    existing = None
+    if key_file == "-":
+        existing = typer.get_binary_stream("stdin").read(8192)
+    elif key_file is not None:
+        existing = read_input_file(key_file, what="key file", max_bytes=8192, as_json=as_json)
+    states = _states(state_dir, as_json)
+    _quiet_tpm_library()
+    text = None if blob is None else _blob_text(blob, as_json)
+    try:
+        enrolled = read_enrolment(device, require_keyslot=False) if replace else None
+        if enrolled is not None:
+            released = release_key(states, enrolled.blob, enrolled.workload)
+            if existing is None:  # the enrolled keyslot opens the volume for the new one
+                existing = volume_passphrase(released.key, enrolled.workload)
+            workload = workload or enrolled.workload
+            # without --blob: the same key, under the blob the service holds now
+            text = text or released.current_blob or enrolled.blob
+        if text is None or workload is None or existing is None:
+            raise UsageError("give --workload, --blob and --key-file (only --replace of an "
+                             "enrolled volume can take them from its token)")
+        enrolment = enroll(device, workload=workload, blob=text,
+                           kek=fetch_key(states, text, workload), existing_key=existing,
+                           replace=replace)
+    except TrustAuthorityError as error:
+        fail_with(error, as_json=as_json)
+    if as_json:
+        print_json({"device": str(device), "workload": enrolment.workload,
+                    "keyslot": enrolment.keyslot, "token_id": enrolment.token_id})
+    else:
+        console.print(f"{device} enrolled for workload {enrolment.workload}: keyslot "
+                      f"{enrolment.keyslot}, token {enrolment.token_id}; it opens with "
+                      f"`ta agent workload unlock {device} NAME`", markup=False)
 
 
 @workload_app.command("decrypt")
