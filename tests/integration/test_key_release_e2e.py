@@ -414,7 +414,7 @@ def test_a_luks2_volume_opens_only_on_a_trusted_host(kmip: KeyedFleet, tmp_path:
     enrolled = luks.read_enrolment(volume)
     assert enrolled is not None
     assert (enrolled.workload, enrolled.blob) == ("vm-8/data", blob)
-    code, output = agent_cli(state_dir, "unlock", str(volume), "data", "--test")
+    code, output = agent_cli(state_dir, "unlock", str(volume), "--test")
     assert code == 0, output
     assert json.loads(output)["keyslot"] == enrolled.keyslot
 
@@ -432,6 +432,7 @@ def test_a_luks2_volume_opens_only_on_a_trusted_host(kmip: KeyedFleet, tmp_path:
     again = luks.read_enrolment(volume)
     assert again is not None
     assert again.keyslot != enrolled.keyslot
+    assert json.loads(output)["kept_keyslots"] == []
     assert agent_cli(state_dir, "unlock", str(volume), "data", "--test")[0] == 0
     dump = subprocess.run(["cryptsetup", "luksDump", "--dump-json-metadata", str(volume)],
                           check=True, capture_output=True).stdout

@@ -40,6 +40,15 @@ def volume(tmp_path: Path) -> Path:
     return image
 
 
+def _enroll(volume: Path, *, kek: bytes, blob: str = "tak1.x", workload: str = "vm-1",
+            existing_key: bytes = RECOVERY, replace: bool = False,
+            earlier_kek: bytes | None = None) -> luks.Enrolment:
+    enrolled = luks.enroll(volume, workload=workload, blob=blob, kek=kek,
+                           existing_key=existing_key, replace=replace, earlier_kek=earlier_kek)
+    assert enrolled.kept_keyslots == ()
+    return enrolled.enrolment
+
+
 def _keyslots(image: Path) -> set[str]:
     return set(json.loads(_cryptsetup("luksDump", "--dump-json-metadata", str(image)))["keyslots"])
 
@@ -48,10 +57,10 @@ def test_an_enrolled_volume_opens_with_its_key_only(volume: Path) -> None:
     assert luks.is_luks2(volume)
     assert luks.read_enrolment(volume) is None
     kek = os.urandom(32)
-    enrolment = luks.enroll(volume, workload="vm-1/data", blob="tak1.first", kek=kek,
-                            existing_key=RECOVERY)
+    enrolment = _enroll(volume, kek=kek, workload="vm-1/data", blob="tak1.first")
     assert enrolment == luks.read_enrolment(volume)
-    assert (enrolment.workload, enrolment.blob, enrolment.keyslot) == ("vm-1/data", "tak1.first", 1)
+    assert (enrolment.workload, enrolment.blob, enrolment.keyslots) == ("vm-1/data",
+                                                                       "tak1.first", (1,))
     assert _keyslots(volume) == {"0", "1"}
 
     luks.open_volume(volume, enrolment, kek, name=None)
@@ -66,20 +75,20 @@ def test_an_enrolled_volume_opens_with_its_key_only(volume: Path) -> None:
 
 
 def test_enrolling_again_needs_replace_and_leaves_one_keyslot_and_token(volume: Path) -> None:
-    first = luks.enroll(volume, workload="vm-1", blob="tak1.first", kek=bytes(32),
-                        existing_key=RECOVERY)
+    first = _enroll(volume, kek=bytes(32), blob="tak1.first")
     with pytest.raises(UsageError, match="already enrolled"):
-        luks.enroll(volume, workload="vm-1", blob="tak1.first", kek=bytes(32),
-                    existing_key=RECOVERY)
+        _enroll(volume, kek=bytes(32), blob="tak1.first")
     with pytest.raises(WrappedKeyInvalid, match="existing key"):
-        luks.enroll(volume, workload="vm-1", blob="tak1.second", kek=b"\x01" * 32,
-                    existing_key=b"wrong", replace=True)
+        _enroll(volume, kek=b"\x01" * 32, blob="tak1.second", existing_key=b"wrong",
+                replace=True, earlier_kek=bytes(32))
     assert luks.read_enrolment(volume) == first  # a refused enrolment changed nothing
     assert _keyslots(volume) == {"0", "1"}
 
-    second = luks.enroll(volume, workload="vm-1", blob="tak1.second", kek=b"\x01" * 32,
-                         existing_key=luks.volume_passphrase(bytes(32), "vm-1"), replace=True)
+    second = _enroll(volume, kek=b"\x01" * 32, blob="tak1.second", replace=True,
+                     existing_key=luks.volume_passphrase(bytes(32), "vm-1"),
+                     earlier_kek=bytes(32))
     assert luks.read_enrolment(volume) == second
+    assert second.token_id == first.token_id  # the token was replaced in place
     assert _keyslots(volume) == {"0", str(second.keyslot)}
     assert second.keyslot != first.keyslot
     luks.open_volume(volume, second, b"\x01" * 32, name=None)
@@ -87,11 +96,27 @@ def test_enrolling_again_needs_replace_and_leaves_one_keyslot_and_token(volume: 
         luks.open_volume(volume, second, bytes(32), name=None)
 
 
+def test_a_token_naming_the_recovery_keyslot_does_not_get_it_removed(volume: Path) -> None:
+    """The header is writable by whoever can write the device: a token that names keyslot 0
+    must not make --replace kill the recovery keyslot."""
+    _cryptsetup("token", "import", "--json-file", "-", str(volume), stdin=json.dumps(
+        {"type": "trustauthority", "keyslots": ["0"], "workload": "vm-1",
+         "blob": "tak1.x"}).encode())
+    planted = luks.read_enrolment(volume)
+    assert planted is not None
+    assert planted.keyslots == (0,)
+    enrolled = luks.enroll(volume, workload="vm-1", blob="tak1.y", kek=bytes(32),
+                           existing_key=RECOVERY, replace=True, earlier_kek=b"\x02" * 32)
+    assert enrolled.kept_keyslots == (0,)
+    assert _keyslots(volume) == {"0", str(enrolled.enrolment.keyslot)}
+    _cryptsetup("open", "--test-passphrase", "--key-slot", "0", "--key-file", "-", str(volume),
+                stdin=RECOVERY)
+
+
 def test_a_token_that_cannot_be_stored_leaves_no_keyslot_behind(volume: Path) -> None:
     # the LUKS2 JSON area (16 KiB here) cannot hold this blob, so `token import` fails
     with pytest.raises(BackendUnavailable, match="store the token"):
-        luks.enroll(volume, workload="vm-1", blob="tak1." + "x" * 20000, kek=bytes(32),
-                    existing_key=RECOVERY)
+        _enroll(volume, kek=bytes(32), blob="tak1." + "x" * 20000)
     assert _keyslots(volume) == {"0"}
     assert luks.read_enrolment(volume) is None
 
@@ -109,13 +134,11 @@ def test_a_malformed_token_is_a_usage_error(volume: Path, token: dict[str, objec
 
 
 def test_a_token_whose_keyslot_is_gone_is_refused_until_enrolled_again(volume: Path) -> None:
-    first = luks.enroll(volume, workload="vm-1", blob="tak1.x", kek=bytes(32),
-                        existing_key=RECOVERY)
+    first = _enroll(volume, kek=bytes(32))
     _cryptsetup("luksKillSlot", "--batch-mode", str(volume), str(first.keyslot))
     with pytest.raises(UsageError, match="names no keyslot the volume has"):
         luks.read_enrolment(volume)
-    again = luks.enroll(volume, workload="vm-1", blob="tak1.x", kek=bytes(32),
-                        existing_key=RECOVERY, replace=True)
+    again = _enroll(volume, kek=bytes(32), replace=True)
     assert luks.read_enrolment(volume) == again
     luks.open_volume(volume, again, bytes(32), name=None)
 
@@ -124,9 +147,7 @@ def test_other_tokens_are_left_alone(volume: Path) -> None:
     _cryptsetup("token", "import", "--json-file", "-", str(volume), stdin=json.dumps(
         {"type": "clevis", "keyslots": ["0"], "jwe": {}}).encode())
     assert luks.read_enrolment(volume) is None
-    enrolment = luks.enroll(volume, workload="vm-1", blob="tak1.x", kek=bytes(32),
-                            existing_key=RECOVERY)
-    assert enrolment.token_id == 1
+    assert _enroll(volume, kek=bytes(32)).token_id == 1
 
 
 def test_what_is_not_a_luks2_volume_is_refused_by_name(tmp_path: Path) -> None:
@@ -134,14 +155,17 @@ def test_what_is_not_a_luks2_volume_is_refused_by_name(tmp_path: Path) -> None:
     plain.write_bytes(b"\x00" * 4096)
     assert not luks.is_luks2(plain)
     assert not luks.is_luks2(tmp_path / "missing")
+    os.mkfifo(tmp_path / "fifo")  # opening one would block until a writer came
+    assert not luks.is_luks2(tmp_path / "fifo")
     with pytest.raises(UsageError, match="not a LUKS2 volume"):
         luks.read_enrolment(plain)
 
 
 def test_mapping_without_device_mapper_is_a_clear_backend_error(volume: Path) -> None:
     kek = bytes(32)
-    enrolment = luks.enroll(volume, workload="vm-1", blob="tak1.x", kek=kek,
-                            existing_key=RECOVERY)
+    enrolment = _enroll(volume, kek=kek)
+    with pytest.raises(UsageError, match="no device-mapper name"):
+        luks.open_volume(volume, enrolment, kek, name="/dev/mapper/data")
     if "device-mapper" in Path("/proc/misc").read_text():
         pytest.skip("device-mapper is available here: mapping would succeed")
     with pytest.raises(BackendUnavailable, match="device-mapper"):

@@ -24,9 +24,12 @@ this one), so this module runs it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
+import stat
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,6 +58,12 @@ _TIMEOUT_SECONDS = 120
 _MAX_FIELD = 8192
 #: cryptsetup's exit code for "no key available with this passphrase"
 _WRONG_KEY = 2
+#: LUKS2 keyslots are numbered 0-31
+_KEYSLOTS = 32
+#: a secret is written to its pipe before cryptsetup starts, so it must fit the smallest pipe
+#: buffer Linux gives (one page, once a user holds many pipes) or the write would block
+MAX_SECRET = 4096
+_MAPPING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,126}")
 
 
 @dataclass(frozen=True)
@@ -62,10 +71,24 @@ class Enrolment:
     """What a volume's ``trustauthority`` token says."""
 
     token_id: int
-    #: -1 when the token names none (read with require_keyslot off)
-    keyslot: int
+    #: the keyslots the token names: one, unless read for re-enrolment (then any number,
+    #: each unchecked: the header is writable by whoever can write the device)
+    keyslots: tuple[int, ...]
     workload: str
     blob: str
+
+    @property
+    def keyslot(self) -> int:
+        return self.keyslots[0]
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    """The result of `enroll`: the new enrolment, and the earlier keyslots left in place
+    because the earlier key could not be shown to open them."""
+
+    enrolment: Enrolment
+    kept_keyslots: tuple[int, ...] = ()
 
 
 def cryptsetup_available() -> bool:
@@ -73,8 +96,11 @@ def cryptsetup_available() -> bool:
 
 
 def is_luks2(path: Path) -> bool:
-    """Whether `path` starts with a LUKS2 header (magic, then version 2)."""
+    """Whether `path` is a file or block device that starts with a LUKS2 header."""
     try:
+        mode = path.stat().st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):  # a FIFO would block the open
+            return False
         with path.open("rb") as stream:
             head = stream.read(8)
     except OSError:
@@ -90,9 +116,21 @@ def volume_passphrase(kek: bytes, workload: str) -> bytes:
 
 
 def read_enrolment(device: Path, *, require_keyslot: bool = True) -> Enrolment | None:
-    """The volume's ``trustauthority`` token, or None when it has none. A token whose keyslot
-    is gone is refused unless `require_keyslot` is off (to enroll the volume again)."""
-    metadata = _metadata(device)
+    """The volume's ``trustauthority`` token, or None when it has none.
+
+    By default the token must name exactly one keyslot that the volume has. With
+    `require_keyslot` off (to enroll a volume again) it may name any number, gone ones included.
+    """
+    return _enrolment(device, _metadata(device), require_keyslot=require_keyslot)
+
+
+def _number(value: object) -> int | None:
+    text = str(value)
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 6 else None
+
+
+def _enrolment(device: Path, metadata: dict[str, Any], *,
+               require_keyslot: bool) -> Enrolment | None:
     tokens = metadata.get("tokens")
     if not isinstance(tokens, dict):
         raise UsageError(f"{device}: the LUKS2 metadata has no token table")
@@ -106,79 +144,111 @@ def read_enrolment(device: Path, *, require_keyslot: bool = True) -> Enrolment |
     token_id, token = ours[0]
     keyslots = token.get("keyslots")
     workload, blob = token.get("workload"), token.get("blob")
+    number = _number(token_id)
     if (not isinstance(keyslots, list) or not isinstance(workload, str)
             or not isinstance(blob, str) or not 0 < len(workload) <= _MAX_FIELD
-            or not 0 < len(blob) <= _MAX_FIELD or not str(token_id).isdigit()):
+            or not 0 < len(blob) <= _MAX_FIELD or number is None):
         raise UsageError(f"{device}: its {TOKEN_TYPE} token (id {token_id}) is malformed; "
                          "remove it with `cryptsetup token remove` and enroll the volume again")
     # cryptsetup drops a killed keyslot from the tokens that named it
-    named = [int(slot) for slot in keyslots if str(slot).isdigit()]
-    keyslot = named[0] if len(named) == 1 == len(keyslots) else None
-    if require_keyslot and (keyslot is None or str(keyslot) not in metadata.get("keyslots", {})):
+    named = tuple(slot for slot in map(_number, keyslots) if slot is not None)
+    if require_keyslot and (len(named) != 1 or len(keyslots) != 1
+                            or str(named[0]) not in metadata.get("keyslots", {})):
         raise UsageError(f"{device}: its {TOKEN_TYPE} token names no keyslot the volume has; "
                          "enroll the volume again with --replace")
-    return Enrolment(int(token_id), -1 if keyslot is None else keyslot, workload, blob)
+    return Enrolment(number, named, workload, blob)
 
 
 def enroll(device: Path, *, workload: str, blob: str, kek: bytes, existing_key: bytes,
-           replace: bool = False) -> Enrolment:
+           replace: bool = False, earlier_kek: bytes | None = None) -> Enrolled:
     """Add a keyslot for `workload`'s key and a token naming it.
 
     `existing_key` is a passphrase or key file content that opens the volume now. With
-    `replace`, an earlier enrolment (its token and its keyslot) is removed once the new one is
-    in place; without, it is refused.
+    `replace`, an earlier token is replaced in place (one atomic header update) and the earlier
+    keyslots it names are removed — only those that `earlier_kek` is shown to open, since the
+    token itself could name any keyslot, the recovery one included. Without, it is refused.
+    Until the token is written, a failure removes the keyslot added.
     """
-    earlier = read_enrolment(device, require_keyslot=False)
+    metadata = _metadata(device)
+    earlier = _enrolment(device, metadata, require_keyslot=False)
     if earlier is not None and not replace:
-        raise UsageError(f"{device} is already enrolled for workload {earlier.workload} "
-                         f"(keyslot {earlier.keyslot}); give --replace to enroll it again")
-    before = set(_metadata(device).get("keyslots", {}))
-    _run(["luksAddKey", "--batch-mode", *_KEYSLOT_PBKDF, "--key-file", "{1}", str(device), "{0}"],
+        raise UsageError(f"{device} is already enrolled for workload {earlier.workload}; give "
+                         "--replace to enroll it again")
+    present = set(metadata.get("keyslots", {}))
+    keyslot = next((slot for slot in range(_KEYSLOTS) if str(slot) not in present), None)
+    if keyslot is None:
+        raise UsageError(f"{device} has no free keyslot; remove one with `cryptsetup "
+                         "luksKillSlot` first")
+    _run(["luksAddKey", "--batch-mode", *_KEYSLOT_PBKDF, "--key-file", _Pipe(1),
+          "--new-key-slot", str(keyslot), "--", str(device), _Pipe(0)],
          [volume_passphrase(kek, workload), existing_key], what=f"add a keyslot to {device}",
          wrong_key=f"the existing key given does not open {device}")
-    added = set(_metadata(device).get("keyslots", {})) - before
-    if len(added) != 1:
-        raise BackendUnavailable(f"{device}: cryptsetup added {len(added)} keyslots, not one")
-    keyslot = int(added.pop())
     token = json.dumps({"type": TOKEN_TYPE, "keyslots": [str(keyslot)], "workload": workload,
                         "blob": blob})
+    in_place = [] if earlier is None else ["--token-id", str(earlier.token_id), "--token-replace"]
     try:
-        _run(["token", "import", "--json-file", "-", str(device)], [], stdin=token.encode(),
-             what=f"store the token in {device}")
+        _run(["token", "import", *in_place, "--json-file", "-", "--", str(device)], [],
+             stdin=token.encode(), what=f"store the token in {device}")
     except TrustAuthorityError:
-        _kill_keyslot(device, keyslot)  # no keyslot left behind that no token names
+        # no keyslot left behind that no token names; if that fails too, the error that
+        # matters is still the first one
+        with contextlib.suppress(TrustAuthorityError):
+            _kill_keyslot(device, keyslot)
         raise
-    if earlier is not None:
-        _run(["token", "remove", "--token-id", str(earlier.token_id), str(device)], [],
-             what=f"remove the earlier token from {device}")
-        if earlier.keyslot not in (keyslot, -1) and str(earlier.keyslot) in before:
-            _kill_keyslot(device, earlier.keyslot)
+    kept: list[int] = []
+    for old in () if earlier is None else earlier.keyslots:
+        if old == keyslot or str(old) not in present:
+            continue
+        if earlier_kek is not None and earlier is not None and _opens(
+                device, old, volume_passphrase(earlier_kek, earlier.workload)):
+            _kill_keyslot(device, old)
+        else:
+            kept.append(old)
     enrolment = read_enrolment(device)
-    if enrolment is None or enrolment.keyslot != keyslot:
+    if enrolment is None or enrolment.keyslots != (keyslot,):
         raise BackendUnavailable(f"{device}: the token was not stored as written")
-    return enrolment
+    return Enrolled(enrolment, tuple(kept))
 
 
 def open_volume(device: Path, enrolment: Enrolment, kek: bytes, *, name: str | None) -> None:
     """Map the volume as /dev/mapper/`name` with the keyslot the token names; with `name`
     None, only check that the key opens that keyslot (``--test-passphrase``)."""
-    target = ["--test-passphrase"] if name is None else []
-    _run(["open", "--type", "luks2", "--key-slot", str(enrolment.keyslot), "--key-file", "{0}",
-          *target, str(device), *([] if name is None else [name])],
+    if name is not None:
+        check_mapping_name(name)
+    _run(["open", "--type", "luks2", "--key-slot", str(enrolment.keyslot), "--key-file", _Pipe(0),
+          *(["--test-passphrase"] if name is None else []), "--", str(device),
+          *([] if name is None else [name])],
          [volume_passphrase(kek, enrolment.workload)], what=f"open {device}",
          wrong_key=f"the released key does not open keyslot {enrolment.keyslot} of {device}: "
                    "the volume was enrolled with another key")
 
 
+def check_mapping_name(name: str) -> None:
+    """Refuse what cannot be a /dev/mapper name (a path given out of habit, an option)."""
+    if not _MAPPING_NAME.fullmatch(name):
+        raise UsageError(f"{name!r} is no device-mapper name: give a name such as vm-42-data "
+                         "(letters, digits, '.', '_', '-')")
+
+
+def _opens(device: Path, keyslot: int, passphrase: bytes) -> bool:
+    try:
+        _run(["open", "--type", "luks2", "--test-passphrase", "--key-slot", str(keyslot),
+              "--key-file", _Pipe(0), "--", str(device)], [passphrase],
+             what=f"check keyslot {keyslot} of {device}", wrong_key="")
+    except WrappedKeyInvalid:
+        return False
+    return True
+
+
 def _kill_keyslot(device: Path, keyslot: int) -> None:
-    _run(["luksKillSlot", "--batch-mode", str(device), str(keyslot)], [],
+    _run(["luksKillSlot", "--batch-mode", "--", str(device), str(keyslot)], [],
          what=f"remove keyslot {keyslot} from {device}")
 
 
 def _metadata(device: Path) -> dict[str, Any]:
     if not is_luks2(device):
         raise UsageError(f"{device} is not a LUKS2 volume")
-    output = _run(["luksDump", "--dump-json-metadata", str(device)], [],
+    output = _run(["luksDump", "--dump-json-metadata", "--", str(device)], [],
                   what=f"read the LUKS2 header of {device}")
     try:
         metadata = json.loads(output)
@@ -189,21 +259,32 @@ def _metadata(device: Path) -> dict[str, Any]:
     return metadata
 
 
-def _run(arguments: Sequence[str], secrets: Sequence[bytes], *, what: str,
-         stdin: bytes | None = None, wrong_key: str | None = None) -> str:
-    """Run cryptsetup; "{i}" in `arguments` becomes the path of a pipe that holds secrets[i].
+@dataclass(frozen=True)
+class _Pipe:
+    """In `_run`'s arguments: the path of the pipe holding secrets[index]."""
 
-    Returns its standard output. Its failures become our errors with its last line of stderr
-    (cryptsetup never prints a passphrase).
+    index: int
+
+
+def _run(arguments: Sequence[str | _Pipe], secrets: Sequence[bytes], *, what: str,
+         stdin: bytes | None = None, wrong_key: str | None = None) -> str:
+    """Run cryptsetup; `_Pipe(i)` in `arguments` becomes the path of a pipe holding secrets[i].
+
+    Returns its standard output. Its failures become our errors quoting its stderr (cryptsetup
+    never prints a passphrase); exit code 2 (no key opens the keyslot) becomes
+    WrappedKeyInvalid(`wrong_key`) where one is given.
     """
     if not cryptsetup_available():
-        raise UsageError("LUKS2 volumes need cryptsetup: apt-get install cryptsetup-bin")
+        raise UsageError("LUKS2 volumes need cryptsetup: run apt-get install cryptsetup-bin")
+    if any(len(secret) > MAX_SECRET for secret in secrets):
+        raise UsageError(f"a key for cryptsetup must be at most {MAX_SECRET} bytes; give a "
+                         "shorter one")
     readers: list[int] = []
     try:
         for secret in secrets:
             reader, writer = os.pipe()
             readers.append(reader)
-            with os.fdopen(writer, "wb") as pipe:  # 32-64 bytes: fits the pipe's buffer
+            with os.fdopen(writer, "wb") as pipe:  # at most a page: fits any pipe's buffer
                 pipe.write(secret)
         command = ["cryptsetup", *(_fill(argument, readers) for argument in arguments)]
         try:
@@ -226,7 +307,5 @@ def _run(arguments: Sequence[str], secrets: Sequence[bytes], *, what: str,
     raise BackendUnavailable(f"cryptsetup could not {what}: {reason}")
 
 
-def _fill(argument: str, readers: list[int]) -> str:
-    if argument.startswith("{") and argument.endswith("}") and argument[1:-1].isdigit():
-        return f"/dev/fd/{readers[int(argument[1:-1])]}"
-    return argument
+def _fill(argument: str | _Pipe, readers: list[int]) -> str:
+    return argument if isinstance(argument, str) else f"/dev/fd/{readers[argument.index]}"

@@ -360,9 +360,9 @@ def _open_workload(source: Path, target: Path, state_dir: Path, *, attest_first:
 def workload_unlock(
     source: Annotated[Path, typer.Argument(
         help="The encrypted workload, or a LUKS2 volume enrolled with `luks-enroll`.")],
-    target: Annotated[str, typer.Argument(
+    target: Annotated[str | None, typer.Argument(
         help="Where to put the opened data (owner-only); for a LUKS2 volume, the name to map "
-             "it as (/dev/mapper/NAME).")],
+             "it as (/dev/mapper/NAME), left out with --test.")] = None,
     persist_key: Annotated[bool, typer.Option(
         help="Also seal the released key to this TPM under the boot's PCR values, so the "
              "workload opens while the service or its key servers are unreachable, as long "
@@ -377,17 +377,27 @@ def workload_unlock(
     """Attest if needed, get the workload key by attested release, open the workload.
 
     Example: `ta agent workload unlock disk.img.ta /run/vm-42/disk.img --persist-key`, or for a
-    LUKS2 volume `ta agent workload unlock /dev/vdb data`
+    LUKS2 volume `ta agent workload unlock /dev/vdb vm-42-data`
     """
-    from trustauthority.agent.luks import is_luks2
+    from trustauthority.agent.luks import check_mapping_name, is_luks2
 
     if is_luks2(source):
+        if target is None and not test:
+            fail("give the name to map the volume as (or --test to check the key only)",
+                 as_json=as_json)
+        if target is not None and not test:
+            try:
+                check_mapping_name(target)
+            except TrustAuthorityError as error:
+                fail_with(error, as_json=as_json)
         _open_luks(source, None if test else target, state_dir, as_json=as_json,
                    persist=persist_key)
         return
     if test:
         fail(f"{source} is no LUKS2 volume: use --test with LUKS2 volumes only",
              as_json=as_json)
+    if target is None:
+        fail("give TARGET: where to put the opened data", as_json=as_json)
     _open_workload(source, Path(target), state_dir, attest_first=True, as_json=as_json,
                    persist=persist_key)
 
@@ -438,8 +448,8 @@ def workload_luks_enroll(
              "read as is, newline included). With --replace it may be left out: the enrolled "
              "key, released again, opens the volume.")] = None,
     workload: Annotated[str | None, typer.Option(
-        help="The workload's id, as at `key create` (with --replace: the enrolled one).")]
-    = None,
+        help="The workload's id, as at `key create` (with --replace: by default the enrolled "
+             "one).")] = None,
     blob: Annotated[str | None, typer.Option(
         help="The workload key's blob (tak1.…) or a file with it (with --replace: the one "
              "the service holds now).")] = None,
@@ -456,39 +466,68 @@ def workload_luks_enroll(
     --key-file recovery.key`
     """
     from trustauthority.agent.keys import fetch_key, release_key
-    from trustauthority.agent.luks import enroll, is_luks2, read_enrolment, volume_passphrase
+    from trustauthority.agent.luks import (
+        MAX_SECRET,
+        enroll,
+        is_luks2,
+        read_enrolment,
+        volume_passphrase,
+    )
 
     if not is_luks2(device):
         fail(f"{device} is not a LUKS2 volume; give one that `cryptsetup luksFormat --type luks2` "
              "made", as_json=as_json)
     existing = None
     if key_file == "-":
-        existing = typer.get_binary_stream("stdin").read(8192)
+        existing = typer.get_binary_stream("stdin").read(MAX_SECRET + 1)
+        if len(existing) > MAX_SECRET:
+            fail(f"the key on standard input is longer than {MAX_SECRET} bytes; give a shorter "
+                 "one", as_json=as_json)
     elif key_file is not None:
-        existing = read_input_file(key_file, what="key file", max_bytes=8192, as_json=as_json)
+        existing = read_input_file(key_file, what="key file", max_bytes=MAX_SECRET,
+                                   as_json=as_json)
     states = _states(state_dir, as_json)
     _quiet_tpm_library()
     text = None if blob is None else _blob_text(blob, as_json)
+    earlier_kek = None
     try:
         enrolled = read_enrolment(device, require_keyslot=False) if replace else None
         if enrolled is not None:
-            released = release_key(states, enrolled.blob, enrolled.workload)
-            if existing is None:  # the enrolled keyslot opens the volume for the new one
-                existing = volume_passphrase(released.key, enrolled.workload)
+            if workload not in (None, enrolled.workload) and text is None:
+                raise UsageError(f"{device} is enrolled for workload {enrolled.workload}; give "
+                                 f"--blob with the key of workload {workload}")
+            # the earlier key proves which keyslots are its own (the token could name any),
+            # opens the volume when no --key-file is given, and gives the current blob
+            try:
+                released = release_key(states, enrolled.blob, enrolled.workload)
+            except TrustAuthorityError:
+                if existing is None or text is None:
+                    raise
+            else:
+                earlier_kek = released.key
+                if existing is None:
+                    existing = volume_passphrase(released.key, enrolled.workload)
+                text = text or released.current_blob or enrolled.blob
             workload = workload or enrolled.workload
-            # without --blob: the same key, under the blob the service holds now
-            text = text or released.current_blob or enrolled.blob
         if text is None or workload is None or existing is None:
             raise UsageError("give --workload, --blob and --key-file (only --replace of an "
                              "enrolled volume can take them from its token)")
-        enrolment = enroll(device, workload=workload, blob=text,
-                           kek=fetch_key(states, text, workload), existing_key=existing,
-                           replace=replace)
+        enrolled_now = enroll(device, workload=workload, blob=text,
+                              kek=fetch_key(states, text, workload), existing_key=existing,
+                              replace=replace, earlier_kek=earlier_kek)
     except TrustAuthorityError as error:
         fail_with(error, as_json=as_json)
+    enrolment = enrolled_now.enrolment
+    if enrolled_now.kept_keyslots:
+        err_console.print(
+            f"note: keyslot(s) {', '.join(map(str, enrolled_now.kept_keyslots))} named by the "
+            f"earlier token were kept: the earlier key was not shown to open them. Remove them "
+            f"with `cryptsetup luksKillSlot {device} N` once you know what they are.",
+            markup=False, soft_wrap=True)
     if as_json:
         print_json({"device": str(device), "workload": enrolment.workload,
-                    "keyslot": enrolment.keyslot, "token_id": enrolment.token_id})
+                    "keyslot": enrolment.keyslot, "token_id": enrolment.token_id,
+                    "kept_keyslots": list(enrolled_now.kept_keyslots)})
     else:
         console.print(f"{device} enrolled for workload {enrolment.workload}: keyslot "
                       f"{enrolment.keyslot}, token {enrolment.token_id}; it opens with "
