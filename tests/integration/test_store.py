@@ -15,10 +15,10 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy import Connection, event, insert, inspect, select, text
 
 from trustauthority.audit.chain import GENESIS_HASH
-from trustauthority.errors import ConfigError
+from trustauthority.errors import BackendUnavailable, ConfigError
 from trustauthority.service.keys import KeyPurpose, ServiceKeys, key_id
 from trustauthority.service.platform import Platform, utc_now
 from trustauthority.service.setup import initialise
@@ -193,6 +193,42 @@ def test_sqlite_readers_do_not_block_the_writer(tmp_path: Path) -> None:
             assert reader.get(Setting, "late") is None
         with db.session(read_only=True) as reader:
             assert reader.get(Setting, "late") is not None
+    finally:
+        db.dispose()
+
+
+def test_a_write_lock_held_past_the_busy_timeout_is_a_backend_error(tmp_path: Path) -> None:
+    """Another process holding SQLite's write lock longer than the busy timeout: BEGIN fails,
+    and both write paths say so as BackendUnavailable (a 503 in the API), not a raw
+    sqlite3 error (a 500). Reads go on beside it (WAL)."""
+    path = tmp_path / "store.db"
+    db = Database(sqlite_url(path))
+    try:
+        db.upgrade()
+
+        @event.listens_for(db.engine, "connect")
+        def _short_timeout(connection: Any, _record: Any) -> None:
+            connection.execute("PRAGMA busy_timeout=50")  # not 15 s: the test waits it out
+
+        db.engine.dispose()  # connections made before the listener keep the long timeout
+        with closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")
+            try:
+                with pytest.raises(BackendUnavailable, match="OperationalError"), \
+                        db.writing() as connection:
+                    connection.execute(text("SELECT 1"))
+                with pytest.raises(BackendUnavailable, match="OperationalError"), \
+                        db.session() as session:
+                    session.add(Setting(key="blocked", value="1"))
+                with db.reading() as connection:
+                    assert connection.execute(select(Setting.key)).all() is not None
+            finally:
+                other.execute("ROLLBACK")
+        with db.writing() as connection:  # the lock gone, writing works again
+            connection.execute(insert(Setting).values(key="after", value="1"))
+        with db.session(read_only=True) as reader:
+            assert reader.get(Setting, "after") is not None
+            assert reader.get(Setting, "blocked") is None
     finally:
         db.dispose()
 
