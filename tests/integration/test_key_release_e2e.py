@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from tests.conftest import SwtpmFactory
 from tests.integration.test_attestation_e2e import Fleet, _set_up
 from tests.support.kms import RunningKms, start_kms
+from tests.support.postgres import PostgresCluster
 from tests.support.service import RunningService
 from tests.support.softhsm import E2E_LABEL, SoftHsm
 from trustauthority.agent import host as agent
@@ -207,6 +208,35 @@ def test_a_trusted_host_unlocks_its_workload_and_the_others_are_refused(
     for encoding in (kek.hex(), base64.b64encode(kek).decode(),
                      base64.urlsafe_b64encode(kek).decode().rstrip("=")):
         assert encoding not in exported
+
+
+def test_key_release_on_postgresql_where_it_runs_in_the_thread_pool(
+        postgres_cluster: PostgresCluster, swtpm_ca: SoftwareTpmCa,
+        swtpm_factory: SwtpmFactory, tmp_path: Path) -> None:
+    """With PostgreSQL the server runs a release's checks, key-server call and record in one
+    thread hand-off (`api.offload`), not on the event loop as on SQLite: the same outcomes."""
+    running = RunningService(tmp_path / "service", postgres_cluster.new_database()).start()
+    try:
+        keyed = _keyed(_set_up(running, swtpm_ca, swtpm_factory, tmp_path), "kmip", tmp_path,
+                       None)
+        try:
+            blob = keyed.create_key("vm-pg")
+            _tpm, state_dir = keyed.trusted_host("pg-1")
+            kek = fetch_key(state_dir, blob, "vm-pg")
+            assert len(kek) == 32
+            assert fetch_key(state_dir, blob, "vm-pg") == kek
+            token = state_dir.token()
+            assert token is not None
+            with pytest.raises(KeyReleaseRefused, match="another workload"):
+                _release(state_dir, blob, "vm-other", token)
+            assert len(_audit(keyed.fleet, "success")) == 2
+            assert len(_audit(keyed.fleet, "denied")) == 1
+        finally:
+            for kms in keyed.kms:
+                kms.stop()
+    finally:
+        running.stop()
+        running.platform.db.dispose()
 
 
 def test_keys_are_made_only_on_a_granted_provider_by_an_infra_admin(keyed: KeyedFleet) -> None:
