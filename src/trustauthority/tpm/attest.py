@@ -15,7 +15,7 @@ from trustauthority.tpm.pcr import (
     pcrs_of_bitmap,
     read_pcr_selection,
 )
-from trustauthority.tpm.reader import Reader
+from trustauthority.tpm.reader import Reader, new_frozen
 
 #: attestation structures are small; a TPM2B_ATTEST holds at most ~1 KiB on real TPMs
 MAX_ATTEST_SIZE = 4096
@@ -97,7 +97,6 @@ _MAX_SELECTIONS = 256
 #: the fixed fields unpack in one call. Bounded by the size limits (at most 67 × 65 layouts);
 #: a fleet uses one or two.
 _LAYOUTS: dict[tuple[int, int], struct.Struct] = {}
-_new = object.__new__
 
 
 def _layout(signer_size: int, extra_size: int) -> struct.Struct:
@@ -134,28 +133,13 @@ def _parse_quote_fast(data: bytes) -> TpmsAttest | None:
     pos += 2
     if digest_size > 64 or pos + digest_size != end:
         return None
-    # Filled without the generated __init__s (see reader.new_frozen), every field given.
-    clock_info = _new(ClockInfo)
-    fields = clock_info.__dict__
-    fields["clock"] = clock
-    fields["reset_count"] = reset_count
-    fields["restart_count"] = restart_count
-    fields["safe"] = safe == 1
-    quote_info = _new(QuoteInfo)
-    fields = quote_info.__dict__
-    fields["pcr_select"] = selection
-    fields["pcr_digest"] = data[pos:]
-    attest = _new(TpmsAttest)
-    fields = attest.__dict__
-    fields["magic"] = magic
-    fields["type"] = attest_type
-    fields["qualified_signer"] = signer
-    fields["extra_data"] = extra
-    fields["clock_info"] = clock_info
-    fields["firmware_version"] = firmware
-    fields["attested"] = quote_info
-    fields["raw"] = data
-    return attest
+    clock_info = new_frozen(ClockInfo, {"clock": clock, "reset_count": reset_count,
+                                        "restart_count": restart_count, "safe": safe == 1})
+    quote_info = new_frozen(QuoteInfo, {"pcr_select": selection, "pcr_digest": data[pos:]})
+    return new_frozen(TpmsAttest, {
+        "magic": magic, "type": attest_type, "qualified_signer": signer, "extra_data": extra,
+        "clock_info": clock_info, "firmware_version": firmware, "attested": quote_info,
+        "raw": data})
 
 
 def _selection(raw: bytes) -> PcrSelection | None:

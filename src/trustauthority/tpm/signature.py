@@ -46,7 +46,6 @@ Signature = RsaSignature | EccSignature | HmacSignature
 _HEAD = struct.Struct(">HHH")  # sigAlg, hash, first TPM2B size
 _RSA_FAST = frozenset({int(Alg.RSASSA), int(Alg.RSAPSS)})  # ints: Enum access is slow
 _ECDSA = int(Alg.ECDSA)
-_new = object.__new__
 
 
 def parse_signature(data: bytes) -> Signature:
@@ -58,12 +57,8 @@ def parse_signature(data: bytes) -> Signature:
     if len(data) >= 6:
         sig_alg, hash_alg, size = _HEAD.unpack_from(data, 0)
         if sig_alg in _RSA_FAST and size <= 512 and len(data) == 6 + size:
-            rsa = _new(RsaSignature)  # without the generated __init__: see reader.new_frozen
-            fields = rsa.__dict__
-            fields["sig_alg"] = sig_alg
-            fields["hash_alg"] = hash_alg
-            fields["sig"] = data[6:]
-            return rsa
+            return new_frozen(RsaSignature, {"sig_alg": sig_alg, "hash_alg": hash_alg,
+                                             "sig": data[6:]})
         if sig_alg == _ECDSA and size <= 128 and len(data) >= 8 + size:
             (s_size,) = struct.unpack_from(">H", data, 6 + size)
             if s_size <= 128 and len(data) == 8 + size + s_size:

@@ -71,7 +71,6 @@ _BYTES_ONLY = {bytes}
 
 #: guards VerifiedQuote's constructor: only this module holds it
 _MINT = object()
-_new = object.__new__
 
 
 @dataclass(frozen=True)
@@ -129,8 +128,9 @@ def verify_quote(
     signature = parse_signature(raw_signature)
 
     # 2.-7. made by a TPM, a quote, signed by the AK we expect, over our nonce
-    check_attest(ak, attest, signature, _ATTEST_QUOTE, "quote", expected_nonce,
-                 expected_qualified_signer, options)
+    check_attest(ak, attest, signature, attest_type=_ATTEST_QUOTE, what="quote",
+                 expected_nonce=expected_nonce,
+                 expected_qualified_signer=expected_qualified_signer, options=options)
     info = attest.attested
     if not isinstance(info, QuoteInfo):  # parse_attest guarantees it for ATTEST_QUOTE
         raise WrongAttestationType("attested data is not TPMS_QUOTE_INFO")
@@ -149,18 +149,14 @@ def verify_quote(
 
     # Built without the generated __init__ (which costs as much as a check): this module holds
     # the mint, and every field is given.
-    verified = _new(VerifiedQuote)
-    fields = verified.__dict__
-    fields["attest"] = attest
-    fields["pcr_selection"] = info.pcr_select
-    fields["pcr_values"] = values
-    fields["clock_info"] = attest.clock_info
-    fields["rebooted"] = rebooted
-    fields["_mint"] = _MINT
+    verified = object.__new__(VerifiedQuote)
+    verified.__dict__.update({
+        "attest": attest, "pcr_selection": info.pcr_select, "pcr_values": values,
+        "clock_info": attest.clock_info, "rebooted": rebooted, "_mint": _MINT})
     return verified
 
 
-def check_attest(ak: TpmPublic, attest: TpmsAttest, signature: Signature, attest_type: int,
+def check_attest(ak: TpmPublic, attest: TpmsAttest, signature: Signature, *, attest_type: int,
                  what: str, expected_nonce: bytes, expected_qualified_signer: bytes | None,
                  options: QuoteOptions) -> None:
     """Steps 2-7, the same for every structure an AK signs (quote, certify, …)."""
