@@ -432,14 +432,18 @@ def test_a_luks2_volume_opens_only_on_a_trusted_host(kmip: KeyedFleet, tmp_path:
                     str(tmp_path / "recovery"), str(volume)], check=True, capture_output=True)
     runner = CliRunner()
 
-    def agent_cli(state: agent.StateDir, *arguments: str) -> tuple[int, str]:
+    def agent_cli(state: agent.StateDir, *arguments: str,
+                  stdin: bytes | None = None) -> tuple[int, str]:
         result = runner.invoke(app, ["agent", "workload", *arguments, "--state-dir",
-                                     str(state.path), "--json"])
+                                     str(state.path), "--json"], input=stdin)
         return result.exit_code, result.output
 
-    code, output = agent_cli(state_dir, "luks-enroll", str(volume), "--workload", "vm-8/data",
-                             "--blob", str(tmp_path / "blob"), "--key-file",
-                             str(tmp_path / "recovery"))
+    enroll = ("luks-enroll", str(volume), "--workload", "vm-8/data", "--blob",
+              str(tmp_path / "blob"), "--key-file", "-")
+    code, output = agent_cli(state_dir, *enroll, stdin=b"x" * (luks.MAX_SECRET + 1))
+    assert code == 2, output
+    assert "larger than 4096 bytes" in output
+    code, output = agent_cli(state_dir, *enroll, stdin=b"recovery")
     assert code == 0, output
     enrolled = luks.read_enrolment(volume)
     assert enrolled is not None

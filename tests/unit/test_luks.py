@@ -172,6 +172,16 @@ def test_mapping_without_device_mapper_is_a_clear_backend_error(volume: Path) ->
         luks.open_volume(volume, enrolment, kek, name="ta-test")
 
 
+def test_cryptsetup_that_cannot_be_started_is_a_backend_error(
+        volume: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(subprocess, "run", refuse)
+    with pytest.raises(BackendUnavailable, match=r"cannot run cryptsetup.*Permission denied"):
+        luks.read_enrolment(volume)
+
+
 def test_the_passphrase_is_bound_to_key_and_workload() -> None:
     kek = bytes(range(32))
     passphrase = luks.volume_passphrase(kek, "vm-1")

@@ -79,6 +79,7 @@ class Enrolment:
 
     @property
     def keyslot(self) -> int:
+        """The one keyslot of an enrolment read with `require_keyslot` (the default)."""
         return self.keyslots[0]
 
 
@@ -196,14 +197,15 @@ def enroll(device: Path, *, workload: str, blob: str, kek: bytes, existing_key: 
             _kill_keyslot(device, keyslot)
         raise
     kept: list[int] = []
-    for old in () if earlier is None else earlier.keyslots:
-        if old == keyslot or str(old) not in present:
-            continue
-        if earlier_kek is not None and earlier is not None and _opens(
-                device, old, volume_passphrase(earlier_kek, earlier.workload)):
-            _kill_keyslot(device, old)
-        else:
-            kept.append(old)
+    if earlier is not None:
+        proof = None if earlier_kek is None else volume_passphrase(earlier_kek, earlier.workload)
+        for old in earlier.keyslots:
+            if old == keyslot or str(old) not in present:
+                continue
+            if proof is not None and _opens(device, old, proof):
+                _kill_keyslot(device, old)
+            else:
+                kept.append(old)
     enrolment = read_enrolment(device)
     if enrolment is None or enrolment.keyslots != (keyslot,):
         raise BackendUnavailable(f"{device}: the token was not stored as written")
@@ -215,12 +217,9 @@ def open_volume(device: Path, enrolment: Enrolment, kek: bytes, *, name: str | N
     None, only check that the key opens that keyslot (``--test-passphrase``)."""
     if name is not None:
         check_mapping_name(name)
-    _run(["open", "--type", "luks2", "--key-slot", str(enrolment.keyslot), "--key-file", _Pipe(0),
-          *(["--test-passphrase"] if name is None else []), "--", str(device),
-          *([] if name is None else [name])],
-         [volume_passphrase(kek, enrolment.workload)], what=f"open {device}",
-         wrong_key=f"the released key does not open keyslot {enrolment.keyslot} of {device}: "
-                   "the volume was enrolled with another key")
+    _open_keyslot(device, enrolment.keyslot, volume_passphrase(kek, enrolment.workload),
+                  name=name, wrong_key=f"the released key does not open keyslot "
+                  f"{enrolment.keyslot} of {device}: the volume was enrolled with another key")
 
 
 def check_mapping_name(name: str) -> None:
@@ -232,12 +231,19 @@ def check_mapping_name(name: str) -> None:
 
 def _opens(device: Path, keyslot: int, passphrase: bytes) -> bool:
     try:
-        _run(["open", "--type", "luks2", "--test-passphrase", "--key-slot", str(keyslot),
-              "--key-file", _Pipe(0), "--", str(device)], [passphrase],
-             what=f"check keyslot {keyslot} of {device}", wrong_key="")
+        _open_keyslot(device, keyslot, passphrase, name=None, wrong_key="")
     except WrappedKeyInvalid:
         return False
     return True
+
+
+def _open_keyslot(device: Path, keyslot: int, passphrase: bytes, *, name: str | None,
+                  wrong_key: str) -> None:
+    """`cryptsetup open` with one keyslot: mapped as `name`, or only tested when it is None."""
+    target = ["--test-passphrase", "--", str(device)] if name is None else ["--", str(device),
+                                                                            name]
+    _run(["open", "--type", "luks2", "--key-slot", str(keyslot), "--key-file", _Pipe(0),
+          *target], [passphrase], what=f"open {device}", wrong_key=wrong_key)
 
 
 def _kill_keyslot(device: Path, keyslot: int) -> None:
@@ -293,6 +299,9 @@ def _run(arguments: Sequence[str | _Pipe], secrets: Sequence[bytes], *, what: st
         except subprocess.TimeoutExpired:
             raise BackendUnavailable(f"cryptsetup did not {what} within "
                                      f"{_TIMEOUT_SECONDS} s") from None
+    except OSError as error:  # no pipe or no process (permissions, resources)
+        raise BackendUnavailable(f"cannot run cryptsetup to {what}: "
+                                 f"{error.strerror or error}") from None
     finally:
         for reader in readers:
             os.close(reader)

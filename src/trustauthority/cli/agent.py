@@ -314,6 +314,12 @@ def _outdated_notice(source: Path, header_blob: str, current_blob: str) -> None:
         f"ta agent workload rekey {source} NEW", markup=False, soft_wrap=True)
 
 
+def _sealed_copy_notice() -> None:
+    err_console.print("note: the service could not be reached; the key was opened from its "
+                      "copy sealed to this TPM (this boot matches the one it was sealed in)",
+                      markup=False, soft_wrap=True)
+
+
 def _open_workload(source: Path, target: Path, state_dir: Path, *, attest_first: bool,
                    as_json: bool, persist: bool = False) -> None:
     from trustauthority.agent.keys import release_key
@@ -344,9 +350,7 @@ def _open_workload(source: Path, target: Path, state_dir: Path, *, attest_first:
     if current_blob is not None:
         _outdated_notice(source, header.blob, current_blob)
     if from_sealed_copy:
-        err_console.print("note: the service could not be reached; the key was opened from "
-                          "its copy sealed to this TPM (this boot matches the one it was "
-                          "sealed in)", markup=False, soft_wrap=True)
+        _sealed_copy_notice()
     if as_json:
         print_json({"workload": header.workload, "cipher": header.cipher, "size": header.size,
                     "target": str(target), "blob_outdated": current_blob is not None,
@@ -425,8 +429,7 @@ def _open_luks(device: Path, name: str | None, state_dir: Path, *, as_json: bool
             f"with: ta agent workload luks-enroll {device} --replace", markup=False,
             soft_wrap=True)
     if released.from_sealed_copy:
-        err_console.print("note: the service could not be reached; the key was opened from "
-                          "its copy sealed to this TPM", markup=False, soft_wrap=True)
+        _sealed_copy_notice()
     if as_json:
         print_json({"workload": enrolment.workload, "device": str(device), "mapped_as": name,
                     "keyslot": enrolment.keyslot, "blob_outdated": released.current_blob
@@ -477,15 +480,8 @@ def workload_luks_enroll(
     if not is_luks2(device):
         fail(f"{device} is not a LUKS2 volume; give one that `cryptsetup luksFormat --type luks2` "
              "made", as_json=as_json)
-    existing = None
-    if key_file == "-":
-        existing = typer.get_binary_stream("stdin").read(MAX_SECRET + 1)
-        if len(existing) > MAX_SECRET:
-            fail(f"the key on standard input is longer than {MAX_SECRET} bytes; give a shorter "
-                 "one", as_json=as_json)
-    elif key_file is not None:
-        existing = read_input_file(key_file, what="key file", max_bytes=MAX_SECRET,
-                                   as_json=as_json)
+    existing = None if key_file is None else read_input_file(
+        key_file, what="key file", max_bytes=MAX_SECRET, as_json=as_json, allow_stdin=True)
     states = _states(state_dir, as_json)
     _quiet_tpm_library()
     text = None if blob is None else _blob_text(blob, as_json)

@@ -122,11 +122,15 @@ def fail_with(error: TrustAuthorityError, *, as_json: bool = False,
 
 
 def read_input_file(path: str, *, what: str, max_bytes: int = 64 * 1024 * 1024,
-                    as_json: bool = False) -> bytes:
-    """Read a user-named file, refusing what cannot be read or is absurdly large."""
+                    as_json: bool = False, allow_stdin: bool = False) -> bytes:
+    """Read a user-named file, refusing what cannot be read or is absurdly large; with
+    `allow_stdin`, "-" names standard input."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(max_bytes + 1)
+        if allow_stdin and path == "-":
+            data = sys.stdin.buffer.read(max_bytes + 1)
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read(max_bytes + 1)
     except OSError as exc:
         fail(f"cannot read {what} {path!r}: {exc.strerror or exc}; check the path",
              as_json=as_json)
