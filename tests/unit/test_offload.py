@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from types import SimpleNamespace
 from typing import Any, cast
@@ -58,10 +59,38 @@ async def _threads_around_io(inline: bool) -> tuple[int, list[int]]:
     return threading.get_ident(), seen
 
 
-def test_around_io_inline_keeps_only_the_io_off_the_loop() -> None:
+def test_around_io_inline_runs_only_the_checks_on_the_loop() -> None:
     loop_thread, (before, io, after) = asyncio.run(_threads_around_io(inline=True))
-    assert before == after == loop_thread
-    assert io != loop_thread
+    assert before == loop_thread
+    assert io == after != loop_thread
+
+
+@pytest.mark.parametrize("inline", [True, False])
+def test_what_the_io_did_is_recorded_even_when_the_request_is_cancelled(inline: bool) -> None:
+    """A client that goes away, or a shutdown, while a key server unwraps: the record still
+    follows, since `after` runs in the same thread as `io`."""
+    io_started, io_may_end = threading.Event(), threading.Event()
+    recorded: list[int] = []
+
+    def io(prepared: int) -> int:
+        io_started.set()
+        io_may_end.wait(10)
+        return prepared + 1
+
+    def after(_prepared: int, done: int) -> int:
+        recorded.append(done)
+        return done
+
+    async def cancelled_during_the_io() -> None:
+        task = asyncio.create_task(run_around_io(_request(inline), lambda: 1, io, after))
+        await asyncio.to_thread(io_started.wait, 10)
+        task.cancel()
+        io_may_end.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancelled_during_the_io())
+    assert recorded == [2]
 
 
 def test_around_io_otherwise_runs_all_three_in_one_hand_off() -> None:

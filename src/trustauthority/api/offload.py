@@ -14,14 +14,13 @@ with PostgreSQL every statement is a network round trip that other requests can 
 several processes on one SQLite file a writer may wait in SQLite's busy handler for another
 process, which must not stall the loop. Authentication (`Requires`) and the hot, short routes
 (attestation challenge and evidence, whoami, the JWKS) go through it. A key release goes
-through `run_around_io`: its checks and record where `run_blocking` would run them, its
-key-server call always in the pool (all three in one hand-off when nothing runs inline). Other
-routes
-that call key servers, or may run long (exports, imports, backups), stay sync routes: always in
-the pool, so they never stall the loop. One wait remains: SQLite has one writer, so an
-inline write waits while a pool route's write transaction runs (an admin's host delete or
-baseline import, tens of milliseconds at most). Nothing that holds the writer lock waits for
-the loop, so it cannot deadlock.
+through `run_around_io`: its checks where `run_blocking` would run them, its key-server call
+and its record always in the pool, in one hand-off (the checks too when nothing runs inline).
+Other routes that call key servers, or may run long (exports, imports, backups), stay sync
+routes: always in the pool, so they never stall the loop. One wait remains: SQLite has one
+writer, so an inline write waits while a pool route's write transaction runs (an admin's host
+delete or baseline import, a key release's record; tens of milliseconds at most). Nothing that
+holds the writer lock waits for the loop, so it cannot deadlock.
 """
 
 from __future__ import annotations
@@ -59,14 +58,19 @@ async def run_blocking(request: Request, work: Callable[[], T]) -> T:
 async def run_around_io(request: Request, before: Callable[[], P], io: Callable[[P], R],
                         after: Callable[[P, R], T]) -> T:
     """`after(p, io(p))` with `p = before()`, where `io` is network I/O that may be slow (a key
-    server): `io` always in the thread pool, never on the loop; `before` and `after` inline
-    when blocking work runs inline, else together with `io` in one hand-off."""
+    server): `io` and `after` always in the thread pool, in one hand-off, never on the loop;
+    `before` inline when blocking work runs inline, else in that same hand-off.
+
+    `after` goes with `io` so that what `io` did is always followed through: a request
+    cancelled while it waits (a client gone, a shutdown) does not stop a thread, so a key that
+    a key server unwrapped is always recorded.
+    """
+    if request.app.state.blocking_inline:
+        prepared = before()
+        return await run_in_threadpool(lambda: after(prepared, io(prepared)))
+
     def all_three() -> T:
         prepared = before()
         return after(prepared, io(prepared))
 
-    if not request.app.state.blocking_inline:
-        return await run_in_threadpool(all_three)
-    prepared = before()
-    done = await run_in_threadpool(io, prepared)
-    return after(prepared, done)
+    return await run_in_threadpool(all_three)

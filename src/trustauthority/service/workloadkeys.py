@@ -6,8 +6,9 @@ blob too, never the key. Creating one is an infra-admin's act, on a provider gra
 workload's cluster. Nothing is stored until the key server has wrapped the key, and the key is
 stored only wrapped: a crash on the way leaves either nothing or a complete blob.
 
-Release (`release`), fail-closed, in this order: the blob parses; it is the workload asked for;
-the attestation token verifies (signature against our JWKS, `exp`, issuer); it is bound (`cnf`)
+Release (`prepare_release`, `unwrap_for_release`, `complete_release`), fail-closed, in this
+order: the blob parses; it is the workload asked for; the attestation token verifies
+(signature against our JWKS, `exp`, issuer); it is bound (`cnf`)
 to the calling host's certified binding key and issued to that host; the host is trusted *now*
 in the store (an untrusted or stale host is refused even with an unexpired token); the key is
 ours, of the host's cluster, and the cluster holds a grant on the provider; the primary key
@@ -429,17 +430,10 @@ class WorkloadKeyService:
         self._verified_tokens[token] = (jwks, claims)
         return claims
 
-    def release(self, caller: Caller, request_id: str, *, blob: str, workload: str,
-                token: str) -> Release:
-        """The workload's key, encrypted to the calling host's binding key (module docstring):
-        `prepare_release`, `unwrap_for_release` and `complete_release` in a row."""
-        pending = self.prepare_release(caller, request_id, blob=blob, workload=workload,
-                                       token=token)
-        return self.complete_release(pending, self.unwrap_for_release(pending))
-
-    # The three steps, for a caller that runs them apart: the API runs the first and the last
-    # on its event loop (one process on SQLite) and only the key-server call in a thread. Each
-    # audits its own refusal; only the last writes the success.
+    # A release runs in three steps, apart so that the API can put the key-server call (and
+    # the record after it) in a thread and the checks where it runs other blocking work
+    # (`api.offload.run_around_io`). Each audits its own refusal; only the last writes the
+    # success.
 
     def prepare_release(self, caller: Caller, request_id: str, *, blob: str, workload: str,
                         token: str) -> PendingRelease:
