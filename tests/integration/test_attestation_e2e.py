@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from cryptography.x509.oid import NameOID
+from sqlalchemy import select
 from tpm2_pytss import ESYS_TR
 from typer.testing import CliRunner
 
@@ -57,6 +59,7 @@ from trustauthority.schemas import (
     JoinTokenCreate,
     TpmCaAdd,
 )
+from trustauthority.store.models import AttestationRecord, Host
 from trustauthority.token import Jwks, verify
 from trustauthority.tpm.public import parse_tpm2b_public
 
@@ -597,6 +600,32 @@ def test_a_host_that_stops_attesting_goes_stale(fleet: Fleet, enrolled: agent.St
         hosts._clock = real_clock
     assert host.state == "stale"
     assert "no attestation since" in host.state_reason
+
+
+def test_a_challenge_starts_the_history_sweep_after_its_response(
+        fleet: Fleet, enrolled: agent.StateDir) -> None:
+    """The served route runs the sweep in a thread once the response is out: the challenge
+    neither waits for it nor holds the write lock meanwhile."""
+    platform = fleet.service.platform
+    with platform.db.session() as session:
+        host_id = session.scalars(select(Host.id).where(
+            Host.name == enrolled.load().host_name)).one()
+        session.add(AttestationRecord(host_id=host_id, status="trusted", reason="long ago",
+                                      at=datetime.now(UTC) - timedelta(days=400)))
+
+    def reasons() -> list[str]:
+        with platform.db.session(read_only=True) as session:
+            return list(session.scalars(select(AttestationRecord.reason).where(
+                AttestationRecord.host_id == host_id)))
+
+    assert platform.attestation.sweep_due()  # no challenge yet since the service started
+    assert agent.attest(enrolled).status == "trusted"
+    deadline = time.monotonic() + 10
+    while "long ago" in reasons():
+        assert time.monotonic() < deadline, "the challenge started no sweep"
+        time.sleep(0.05)
+    assert len(reasons()) == 1  # this attestation's record stays
+    assert not platform.attestation.sweep_due()
 
 
 def test_the_agent_loop_keeps_the_token_and_backs_off_when_the_service_is_away(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 from tests.support.inprocess import InProcessService
 from tests.support.sim_host import SimHost
 from trustauthority.api.server import open_platform
+from trustauthority.errors import BackendUnavailable
 from trustauthority.service.attestation import HISTORY_CATCH_UP_INTERVAL, HISTORY_SWEEP_BATCH
 from trustauthority.service.config import ServiceConfig, load_config, write_config
 from trustauthority.store.models import AttestationRecord
@@ -31,7 +33,7 @@ def _enrolled(in_process: InProcessService) -> tuple[str, str]:
 def test_records_older_than_the_retention_are_swept_and_newer_ones_kept(
         in_process: InProcessService) -> None:
     platform = in_process.platform
-    host_id, credential = _enrolled(in_process)
+    host_id, _credential = _enrolled(in_process)
     now = datetime.now(UTC)
     ages = [timedelta(days=days) for days in (400, 91, 89, 1)]
     with platform.db.session() as session:
@@ -39,7 +41,9 @@ def test_records_older_than_the_retention_are_swept_and_newer_ones_kept(
                                           reason=f"{age.days} days ago") for age in ages)
     assert platform.attestation.history == timedelta(days=90)  # the configured default
 
-    platform.attestation.challenge(in_process.caller(credential))  # the first sweeps
+    assert platform.attestation.sweep_due()  # the first sweep comes at once
+    platform.attestation.sweep()
+    assert not platform.attestation.sweep_due()
 
     kept = platform.hosts.history(in_process.infra, "web-1", limit=100)
     assert [row.reason for row in kept] == ["1 days ago", "89 days ago"]
@@ -54,15 +58,14 @@ def test_the_retention_is_a_setting_with_sane_bounds() -> None:
             ServiceConfig(database_url="sqlite:///x.db", attestation_history_days=bad)
 
 
-def test_a_backlog_larger_than_a_batch_is_swept_batch_by_batch_on_the_next_challenges(
+def test_a_backlog_larger_than_a_batch_is_swept_batch_by_batch_by_the_next_sweeps(
         in_process: InProcessService) -> None:
     platform = in_process.platform
-    host_id, credential = _enrolled(in_process)
+    host_id, _credential = _enrolled(in_process)
     old = datetime.now(UTC) - timedelta(days=200)
     with platform.db.session() as session:
         session.add_all(AttestationRecord(host_id=host_id, at=old, status="trusted", reason="old")
                         for _ in range(HISTORY_SWEEP_BATCH + 3))
-    caller = in_process.caller(credential)
 
     def left() -> int:
         return len(platform.hosts.history(in_process.infra, "web-1", limit=1000))
@@ -72,15 +75,31 @@ def test_a_backlog_larger_than_a_batch_is_swept_batch_by_batch_on_the_next_chall
     start = real_clock()
     attestation._clock = lambda: start
     try:
-        attestation.challenge(caller)  # one batch: a short transaction
+        attestation.sweep()  # one batch: a short transaction
         assert left() == 3
-        attestation.challenge(caller)  # not at once: each batch delays the challenge sweeping it
+        assert not attestation.sweep_due()  # not at once: each batch holds the write lock
+        attestation.sweep()
         assert left() == 3
         attestation._clock = lambda: start + HISTORY_CATCH_UP_INTERVAL
-        attestation.challenge(caller)  # behind, so the sweep came back soon, not in a minute
+        assert attestation.sweep_due()  # behind, so the sweep comes back soon, not in a minute
+        attestation.sweep()
         assert left() == 0
     finally:
         attestation._clock = real_clock
+
+
+def test_a_sweep_the_database_refuses_is_logged_and_tried_again_later(
+        in_process: InProcessService, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    attestation = in_process.platform.attestation
+
+    def locked() -> NoReturn:
+        raise BackendUnavailable("database store.db: OperationalError")
+
+    monkeypatch.setattr(attestation._db, "writing", locked)
+    attestation.sweep()  # runs after a response: nothing to fail, so it logs
+    assert "attestation sweep skipped" in caplog.text
+    assert not attestation.sweep_due()  # the next try comes with the next interval
 
 
 def test_the_configured_retention_is_what_the_service_keeps(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from sqlalchemy.engine import CursorResult
 
 from trustauthority.errors import (
     AlgorithmNotAllowed,
+    BackendUnavailable,
     ChallengeInvalid,
     Conflict,
     EvidenceError,
@@ -69,8 +71,11 @@ from trustauthority.tpm.attest import ClockInfo
 from trustauthority.tpm.public import parse_tpm2b_public
 from trustauthority.verify import QuoteOptions, verify_certify, verify_evidence, verify_quote
 
+log = logging.getLogger("trustauthority.attestation")
+
 NONCE_BYTES = 32
 NONCE_LIFETIME = timedelta(minutes=2)
+
 #: the PCRs every quote covers besides the cluster's compared ones: the boot chain's (0-9), so a
 #: host's evidence can become a baseline (`baseline import --from-host`) whatever the policy
 QUOTED_PCRS = frozenset(range(10))
@@ -82,7 +87,7 @@ DEFAULT_HISTORY = timedelta(days=90)
 #: transaction (on SQLite it holds the one write lock); the next sweeps take the rest
 HISTORY_SWEEP_BATCH = 5000
 #: how soon a sweep that found a full batch sweeps again: a backlog goes at up to 60,000
-#: records a minute per process, while each batch (~0.1 s) delays one challenge in five seconds
+#: records a minute per process, each batch (~0.1 s) in a thread of its own
 HISTORY_CATCH_UP_INTERVAL = timedelta(seconds=5)
 
 # Prebuilt Core statements for the two calls every host makes every few minutes: an ORM query
@@ -245,23 +250,34 @@ class AttestationService:
         nonce = secrets.token_bytes(NONCE_BYTES)
         with self._db.writing() as session:
             host = self._host_of(session, caller)
-            self._sweep(session, now)
             session.execute(_ADD_NONCE, {"nonce": nonce.hex(), "host_id": host.id,
                                          "expires_at": now + NONCE_LIFETIME})
             pcrs = tuple(sorted(QUOTED_PCRS | policy_of(host.policy).pcrs))
         return Challenge(nonce, now + NONCE_LIFETIME, pcrs)
 
-    def _sweep(self, session: Transaction, now: datetime) -> None:
-        """Unanswered challenges are dropped once expired, so the table stays small, and
-        attestation records older than `history` go too: every minute or so per process (each
-        replica sweeps for all), not on every challenge."""
+    def sweep_due(self) -> bool:
+        """Whether `sweep` has work to do now: cheap, for a caller deciding whether to start it."""
+        return self._clock() >= self._next_sweep
+
+    def sweep(self) -> None:
+        """Drop expired unanswered challenges, so the table stays small, and attestation
+        records older than `history`: every minute or so per process (each replica sweeps for
+        all), in its own short transaction. The API starts it after a challenge's response,
+        in a thread, so that no request waits for it; with no request to fail, a database that
+        cannot be reached is logged, and the next sweep tries again."""
+        now = self._clock()
         if now < self._next_sweep:
             return
         # claimed before the work, so that challenges meanwhile (other threads) skip it
         self._next_sweep = now + NONCE_SWEEP_INTERVAL
-        session.execute(_DROP_EXPIRED_NONCES, {"now": now})
-        dropped = cast(CursorResult[Any], session.execute(
-            _DROP_OLD_RECORDS, {"cutoff": now - self.history})).rowcount
+        try:
+            with self._db.writing() as session:
+                session.execute(_DROP_EXPIRED_NONCES, {"now": now})
+                dropped = cast(CursorResult[Any], session.execute(
+                    _DROP_OLD_RECORDS, {"cutoff": now - self.history})).rowcount
+        except BackendUnavailable as error:
+            log.warning("attestation sweep skipped until the next: %s", error)
+            return
         if dropped >= HISTORY_SWEEP_BATCH:
             # more is waiting (a fleet that attests faster than a batch a minute, or the first
             # sweep after an upgrade): the next batch goes soon

@@ -10,7 +10,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request, Response
 from pydantic import ValidationError
 
 from trustauthority.api.offload import run_blocking
@@ -172,10 +172,12 @@ def delete_host(request: Request, caller: Manager, name: Name) -> HostOut:
 # -- attestation ------------------------------------------------------------------------------
 
 @attestation.post("/attestation/challenge", response_model=ChallengeOut)
-async def challenge(request: Request, caller: Attester) -> Response:
+async def challenge(request: Request, caller: Attester, after: BackgroundTasks) -> Response:
     """A single-use nonce (valid two minutes) and the PCRs to quote."""
-    issued = await run_blocking(request, partial(platform_of(request).attestation.challenge,
-                                                 caller))
+    service = platform_of(request).attestation
+    issued = await run_blocking(request, partial(service.challenge, caller))
+    if service.sweep_due():  # after the response, in a thread (a sync task): no request waits
+        after.add_task(service.sweep)
     return json_response(ChallengeOut(nonce=base64.b64encode(issued.nonce).decode(),
                                       expires_at=issued.expires_at, bank="sha256",
                                       pcrs=list(issued.pcrs)))
