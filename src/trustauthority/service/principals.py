@@ -8,12 +8,13 @@ role); the last trust-admin cannot be revoked, so the service cannot be locked o
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Row, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from trustauthority import pki
@@ -83,20 +84,18 @@ class IssuedCertificate:
 
 
 _PRINCIPALS = table_of(Principal)
-_ROLES = table_of(PrincipalRole)
-#: a principal and its roles, one row per role (one with role NULL when it has none): `whoami`
-#: is every client's first call and what agents check, so it is one Core read, not an ORM load
-_PRINCIPAL_WITH_ROLES = (
-    select(*_PRINCIPALS.c, _ROLES.c.role)
-    .select_from(_PRINCIPALS.outerjoin(_ROLES, _ROLES.c.principal_id == _PRINCIPALS.c.id))
-    .where(_PRINCIPALS.c.id == bindparam("principal_id")))
+#: `whoami` is every client's first call and what agents check, so it is one Core read of the
+#: principal's row, not an ORM load (its roles came with the credential's authentication)
+_PRINCIPAL_BY_ID = select(_PRINCIPALS).where(_PRINCIPALS.c.id == bindparam("principal_id"))
 
 
-def _view(principal: Principal) -> PrincipalView:
+def _view(principal: Principal | Row[Any], roles: Iterable[str] | None = None) -> PrincipalView:
+    """A principal as the API shows it; `roles` for a bare row (an ORM one brings its own)."""
+    if roles is None:
+        roles = (role.role for role in principal.roles)
     return PrincipalView(
         id=principal.id, name=principal.name, kind=principal.kind,
-        roles=tuple(sorted(role.role for role in principal.roles)),
-        description=principal.description,
+        roles=tuple(sorted(roles)), description=principal.description,
         multiple_roles_approved=principal.multiple_roles_approved,
         created_at=principal.created_at, created_by=principal.created_by,
         revoked_at=principal.revoked_at)
@@ -206,17 +205,11 @@ class PrincipalService:
     def whoami(self, caller: Caller) -> PrincipalView:
         authorize(caller, Permission.SELF_READ)
         with self._db.reading() as connection:
-            rows = connection.execute(_PRINCIPAL_WITH_ROLES,
-                                      {"principal_id": caller.principal_id}).all()
-        if not rows:
+            row = connection.execute(_PRINCIPAL_BY_ID,
+                                     {"principal_id": caller.principal_id}).first()
+        if row is None:
             raise NotFound(f"no principal named {caller.name[:128]!r}")
-        first = rows[0]
-        return PrincipalView(
-            id=first.id, name=first.name, kind=first.kind,
-            roles=tuple(sorted(row.role for row in rows if row.role is not None)),
-            description=first.description, multiple_roles_approved=first.multiple_roles_approved,
-            created_at=first.created_at, created_by=first.created_by,
-            revoked_at=first.revoked_at)
+        return _view(row, (role.value for role in caller.roles))
 
     def list_all(self, caller: Caller, *,
                  include_revoked: bool = False) -> list[PrincipalView]:
