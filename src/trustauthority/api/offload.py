@@ -31,16 +31,9 @@ from typing import TypeVar
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from trustauthority.service.platform import Platform
-
 T = TypeVar("T")
 P = TypeVar("P")
 R = TypeVar("R")
-
-
-def platform_of(request: Request) -> Platform:
-    platform: Platform = request.app.state.platform
-    return platform
 
 
 def inline_is_cheaper(dialect: str, processes: int) -> bool:

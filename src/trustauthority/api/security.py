@@ -14,11 +14,15 @@ import ssl
 
 from fastapi import Request
 
-from trustauthority.api.offload import platform_of, run_blocking
+from trustauthority.api.offload import run_blocking
 from trustauthority.errors import PermissionDenied
 from trustauthority.service.authz import Caller, Permission, authorize
+from trustauthority.service.platform import Platform
 
-__all__ = ["Requires", "platform_of"]
+
+def platform_of(request: Request) -> Platform:
+    platform: Platform = request.app.state.platform
+    return platform
 
 
 def _certificate_fingerprint(request: Request) -> str | None:
