@@ -9,7 +9,7 @@ import pytest
 
 from trustauthority.agent import keys
 from trustauthority.agent.host import AgentState, StateDir
-from trustauthority.errors import BackendUnavailable
+from trustauthority.errors import BackendUnavailable, UsageError
 from trustauthority.keyrelease.blob import WrappedKeyBlob
 
 pytest.importorskip("tpm2_pytss")
@@ -27,13 +27,30 @@ def _state_dir(tmp_path: Path) -> StateDir:
     return state_dir
 
 
+class _RefusingTpm:
+    """A TPM that cannot unseal the copy (gone, or it refuses the sealed object)."""
+
+    def __init__(self, _tcti: str) -> None:
+        pass
+
+    def __enter__(self) -> _RefusingTpm:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        pass
+
+    def unseal(self, _sealed: object) -> bytes:
+        raise UsageError("the TPM refuses the sealed object")
+
+
 @pytest.mark.parametrize("content", [
-    "{not json",
-    json.dumps({"key_id": KEY_ID, "ek_kind": "rsa", "bank": "md5", "pcrs": [0],
-                "public": "AA==", "private": "AA=="}),
+    "{not json",  # unreadable
+    json.dumps({"key_id": KEY_ID, "ek_kind": "rsa", "bank": "sha256", "pcrs": [0],
+                "public": "AA==", "private": "AA=="}),  # read, but the TPM does not open it
 ])
 def test_an_unusable_copy_is_no_key_and_the_outage_stands(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str) -> None:
+    monkeypatch.setattr(keys, "AgentTpm", _RefusingTpm)
     state_dir = _state_dir(tmp_path)
     sealed = keys._sealed_file(state_dir, KEY_ID)
     sealed.parent.mkdir()
